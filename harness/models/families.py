@@ -1,0 +1,3 @@
+"""Imports every model family module so that their models register themselves."""
+
+# One import per family file; add new families here.

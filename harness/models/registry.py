@@ -1,0 +1,66 @@
+"""Explicit model registry: ``create_model(name, num_classes, pretrained=None)``.
+
+Each model family lives in its own module and registers its constructors with
+:func:`register_model`. A :class:`PretrainedConfig` travels with every model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from ..errors import ModelError
+from ..preprocess_spec import IMAGENET_MEAN, IMAGENET_STD
+
+
+@dataclass(frozen=True)
+class PretrainedConfig:
+    """What a model expects at its input, and where its ImageNet weights live."""
+
+    input_size: int = 224
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    # Known weight names → (url, sha256 or md5 or None). "imagenet" is the default name.
+    weights: dict[str, tuple[str, str | None]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    builder: Callable[..., object]
+    pretrained_cfg: PretrainedConfig
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register_model(name: str, pretrained_cfg: PretrainedConfig | None = None):
+    """Decorator: register ``builder(num_classes=..., **kwargs) -> paddle.nn.Layer`` under ``name``."""
+
+    def wrap(builder):
+        if name in _REGISTRY:
+            raise ModelError(f"model {name!r} is registered twice")
+        _REGISTRY[name] = ModelEntry(name, builder, pretrained_cfg or PretrainedConfig())
+        return builder
+
+    return wrap
+
+
+def _ensure_families_loaded() -> None:
+    # Importing the family modules runs their @register_model decorators.
+    from . import families  # noqa: F401
+
+
+def list_models() -> list[str]:
+    """Names of every registered model, sorted."""
+    _ensure_families_loaded()
+    return sorted(_REGISTRY)
+
+
+def get_entry(name: str) -> ModelEntry:
+    """Registry entry of ``name``; an unknown name raises ModelError listing the known ones."""
+    _ensure_families_loaded()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ModelError(f"unknown model {name!r}; known models: {', '.join(sorted(_REGISTRY))}") from None

@@ -1,0 +1,1 @@
+"""Strategies, trial runner and journal. Never imports Paddle."""
