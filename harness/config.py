@@ -1,0 +1,148 @@
+"""``TrainConfig``: every knob of one fine-tuning run, validated on construction."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from .errors import ConfigError
+from .preprocess_spec import PreprocessSpec, default_resize_short
+
+DEVICES = ("auto", "cpu", "gpu")
+AMP_MODES = (None, "fp16", "bf16")
+SCHEDULES = ("cosine", "step")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One fine-tuning run. Defaults are the seed's fixed scheme (lr 0.003, l2 1e-4, no LS, no mixup)."""
+
+    model: str = "ResNet50_vd"
+    pretrained: Optional[str] = None
+    dataset: str = "demo"
+    data_root: Optional[str] = None
+    train_list: Optional[str] = None
+    val_list: Optional[str] = None
+    test_list: Optional[str] = None
+    image_size: int = 224
+    resize_short: Optional[int] = None
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 0.003
+    l2_decay: float = 1e-4
+    label_smoothing: bool = False
+    label_smoothing_epsilon: float = 0.1
+    mixup: bool = False
+    mixup_alpha: float = 0.2
+    momentum: float = 0.9
+    schedule: str = "cosine"
+    warmup_epochs: float = 0.0
+    freeze: int = 0
+    max_steps_per_epoch: Optional[int] = None
+    val_fraction: float = 0.1
+    seed: int = 0
+    device: str = "auto"
+    amp: Optional[str] = None
+    workers: int = 2
+    threads: Optional[int] = None
+    strict_data: bool = False
+    out_dir: str = "runs"
+    run_name: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        def positive(name: str, integer: bool = True) -> None:
+            value = getattr(self, name)
+            if isinstance(value, bool) or (integer and int(value) != value) or value <= 0:
+                kind = "a positive integer" if integer else "> 0"
+                raise ConfigError(f"{name} must be {kind}, got {value!r}")
+
+        for name in ("image_size", "epochs", "batch_size", "workers"):
+            positive(name)
+        for name in ("lr", "mixup_alpha"):
+            positive(name, integer=False)
+        if self.l2_decay < 0:
+            raise ConfigError(f"l2_decay must be >= 0, got {self.l2_decay!r}")
+        if not 0 <= self.label_smoothing_epsilon < 1:
+            raise ConfigError(f"label_smoothing_epsilon must be in [0, 1), got {self.label_smoothing_epsilon!r}")
+        if not 0 <= self.momentum < 1:
+            raise ConfigError(f"momentum must be in [0, 1), got {self.momentum!r}")
+        if not 0 < self.val_fraction < 1:
+            raise ConfigError(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")
+        if self.warmup_epochs < 0 or (self.warmup_epochs > 0 and self.warmup_epochs >= self.epochs):
+            raise ConfigError(f"warmup_epochs must be in [0, epochs), got {self.warmup_epochs!r}")
+        if self.freeze < 0:
+            raise ConfigError(f"freeze must be >= 0, got {self.freeze!r}")
+        if self.max_steps_per_epoch is not None:
+            positive("max_steps_per_epoch")
+        if self.threads is not None:
+            positive("threads")
+        if self.device not in DEVICES:
+            raise ConfigError(f"device must be one of {DEVICES}, got {self.device!r}")
+        if self.amp not in AMP_MODES:
+            raise ConfigError(f"amp must be one of {AMP_MODES}, got {self.amp!r}")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        for flag in ("label_smoothing", "mixup", "strict_data"):
+            value = getattr(self, flag)
+            if not isinstance(value, bool):
+                # numpy.bool_ from a search sampler is fine; anything else is a mistake.
+                if type(value).__name__ == "bool_":
+                    object.__setattr__(self, flag, bool(value))
+                else:
+                    raise ConfigError(f"{flag} must be true or false, got {value!r}")
+        for name in ("lr", "l2_decay", "mixup_alpha", "label_smoothing_epsilon", "momentum", "warmup_epochs"):
+            object.__setattr__(self, name, float(getattr(self, name)))
+        for name in ("image_size", "epochs", "batch_size", "workers", "seed", "freeze"):
+            object.__setattr__(self, name, int(getattr(self, name)))
+        if self.resize_short is not None and self.resize_short < self.image_size:
+            raise ConfigError(
+                f"resize_short ({self.resize_short}) must be >= image_size ({self.image_size})"
+            )
+
+    @property
+    def preprocess(self) -> PreprocessSpec:
+        """Evaluation/deploy preprocessing of this run."""
+        resize = self.resize_short or default_resize_short(self.image_size)
+        return PreprocessSpec(crop_size=self.image_size, resize_short=resize)
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        """Copy with ``changes`` applied; an unknown key raises ConfigError."""
+        known = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise ConfigError(f"unknown TrainConfig field(s) {unknown}; known: {sorted(known)}")
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of every field."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        """Build from a mapping; unknown keys raise ConfigError naming them."""
+        return cls().replace(**data)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "TrainConfig":
+        """Load a YAML file of TrainConfig fields."""
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of TrainConfig fields")
+        try:
+            return cls.from_dict(data)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+
+    def write_yaml(self, path: str | Path) -> None:
+        """Write the resolved config as YAML."""
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
