@@ -18,6 +18,15 @@ from harness.errors import TlbenchError
 # Subcommand modules, in the order ``bench --help`` lists them.
 COMMAND_MODULES = [
     "bench.commands.train",
+    "bench.commands.search",
+    "bench.commands.loader_bench",
+    "bench.commands.report",
+    "bench.commands.replay",
+    "bench.commands.preprocess",
+    "bench.commands.export",
+    "bench.commands.eval",
+    "bench.commands.predict",
+    "bench.commands.eval_bench",
 ]
 
 log = logging.getLogger("bench")
@@ -42,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _setup_logging(debug: bool, quiet: bool) -> None:
+    from rich.console import Console
     from rich.logging import RichHandler
 
     level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
@@ -49,13 +59,17 @@ def _setup_logging(debug: bool, quiet: bool) -> None:
         level=level,
         format="%(message)s",
         datefmt="[%X]",
-        handlers=[RichHandler(show_path=debug, rich_tracebacks=True, markup=False)],
+        handlers=[RichHandler(console=Console(stderr=True), show_path=debug, rich_tracebacks=True, markup=False)],
         force=True,
     )
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run ``bench`` with ``argv`` (default: ``sys.argv[1:]``) and return the exit status."""
+    # Thread and MKL settings only take full effect before Paddle is imported.
+    from harness.runtime import prepare_environment
+
+    prepare_environment()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):

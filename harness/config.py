@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -44,6 +45,8 @@ class TrainConfig:
     freeze: int = 0
     max_steps_per_epoch: Optional[int] = None
     val_fraction: float = 0.1
+    # The val split is carved with its own seed so every trial of a search sees the same split.
+    split_seed: int = 0
     seed: int = 0
     device: str = "auto"
     amp: Optional[str] = None
@@ -80,8 +83,8 @@ class TrainConfig:
             positive("max_steps_per_epoch")
         if self.threads is not None:
             positive("threads")
-        if self.device not in DEVICES:
-            raise ConfigError(f"device must be one of {DEVICES}, got {self.device!r}")
+        if self.device not in DEVICES and not re.fullmatch(r"gpu:\d+", str(self.device)):
+            raise ConfigError(f"device must be one of {DEVICES} or 'gpu:N', got {self.device!r}")
         if self.amp not in AMP_MODES:
             raise ConfigError(f"amp must be one of {AMP_MODES}, got {self.amp!r}")
         if self.schedule not in SCHEDULES:
@@ -96,7 +99,7 @@ class TrainConfig:
                     raise ConfigError(f"{flag} must be true or false, got {value!r}")
         for name in ("lr", "l2_decay", "mixup_alpha", "label_smoothing_epsilon", "momentum", "warmup_epochs"):
             object.__setattr__(self, name, float(getattr(self, name)))
-        for name in ("image_size", "epochs", "batch_size", "workers", "seed", "freeze"):
+        for name in ("image_size", "epochs", "batch_size", "workers", "seed", "split_seed", "freeze"):
             object.__setattr__(self, name, int(getattr(self, name)))
         if self.resize_short is not None and self.resize_short < self.image_size:
             raise ConfigError(

@@ -1,21 +1,20 @@
 """Fused preprocessing: resize short side → center crop → normalize → CHW.
 
-``preprocess`` uses the native kernel when it is built and the numpy/OpenCV
-reference otherwise; ``backend()`` says which.
+``preprocess`` uses the native C++ kernel (``kernels._C``) when it is built and the numpy/OpenCV
+reference otherwise; ``backend()`` says which, and ``TLBENCH_KERNELS=reference`` forces the
+reference. ``kernels.cuda.preprocess_cuda`` is the CUDA entry point (device arrays in and out),
+``kernels.decode.decode_jpeg`` the JPEG decoder of the pipeline. The exact contract of the
+kernels is in ``kernels/README.md``.
 """
 
+from .fused import ENV_VAR, available_threads, backend, check_images, preprocess
 from .reference import preprocess_reference
 
-
-def backend() -> str:
-    """Name of the active preprocessing path ('reference' until the native kernel is built)."""
-    return "reference"
-
-
-def preprocess(images, *, resize_short, crop_size, mean, std, scale=1.0 / 255.0, dtype="float32", threads=None, out=None):
-    """Preprocess a list of RGB uint8 HxWx3 images into ``[N, 3, crop, crop]``."""
-    result = preprocess_reference(images, resize_short=resize_short, crop_size=crop_size, mean=mean, std=std, scale=scale, dtype=dtype)
-    if out is not None:
-        out[...] = result
-        return out
-    return result
+__all__ = [
+    "ENV_VAR",
+    "available_threads",
+    "backend",
+    "check_images",
+    "preprocess",
+    "preprocess_reference",
+]

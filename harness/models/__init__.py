@@ -1,5 +1,75 @@
-"""Model families (one module each) behind an explicit registry."""
+"""Model families (one module each) behind an explicit registry.
 
+``create_model(name, num_classes, pretrained=None)`` is the one way the rest of
+tlbench builds a network; every model it returns carries ``model_name``,
+``pretrained_cfg`` (:class:`PretrainedConfig`) and ``load_report``
+(:class:`LoadReport`, or None when no weights were loaded).
+"""
+
+from __future__ import annotations
+
+import numbers
+import os
+from typing import Any
+
+from ..errors import ModelError
+from .pretrained import LoadReport, download_to_cache, load_pretrained, read_weights_file, resolve_weights
 from .registry import PretrainedConfig, get_entry, list_models, register_model
 
-__all__ = ["PretrainedConfig", "get_entry", "list_models", "register_model"]
+
+__all__ = [
+    "LoadReport",
+    "PretrainedConfig",
+    "create_model",
+    "download_to_cache",
+    "freeze_stages",
+    "get_entry",
+    "list_models",
+    "register_model",
+]
+
+
+def create_model(
+    name: str,
+    num_classes: int,
+    pretrained: str | os.PathLike[str] | None = None,
+    *,
+    strict_pretrained: bool = False,
+) -> Any:
+    """Build the registered model ``name`` with ``num_classes`` outputs, optionally pretrained.
+
+    ``pretrained`` is a local ``.pdparams`` path, an ``http(s)://`` or ``file://`` URL
+    (downloaded once into the weights cache, see :func:`download_to_cache`), or a known
+    weights name of the model (``"imagenet"``, ``"ssld"``, ``"ResNet50_vd_ssld_pretrained"``).
+    Tensors whose shape does not fit (the classifier when ``num_classes`` differs) keep
+    their fresh initialisation; missing and unexpected keys are logged and listed in
+    ``model.load_report``. ``strict_pretrained=True`` turns missing or unexpected keys into
+    ModelError. Unknown names and unreadable files raise ModelError.
+    """
+    if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 1:
+        raise ModelError(f"num_classes must be a positive integer, got {num_classes!r}")
+    if not isinstance(name, str):
+        raise ModelError(f"model name must be a string, got {name!r}")
+    entry = get_entry(name)
+    model = entry.builder(num_classes=int(num_classes))
+    report: LoadReport | None = None
+    if pretrained is not None:
+        path = resolve_weights(pretrained, name, entry.pretrained_cfg)
+        state = read_weights_file(path)
+        report = load_pretrained(model, state, strict=strict_pretrained, source=str(path))
+    model.model_name = name
+    model.pretrained_cfg = entry.pretrained_cfg
+    model.load_report = report
+    return model
+
+
+def freeze_stages(model: Any, n: int) -> None:
+    """Freeze the stem (``n >= 1``) and the first ``n - 1`` residual stages of ``model``.
+
+    Frozen parameters get ``stop_gradient=True`` and frozen batch norms stay in
+    inference mode (running statistics used, never updated) across ``model.train()``.
+    ``TrainConfig.freeze`` is passed here unchanged; 0 freezes nothing.
+    """
+    from .resnet_vd import freeze_stages as _freeze
+
+    _freeze(model, n)

@@ -20,12 +20,35 @@ class PretrainedConfig:
     input_size: int = 224
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
-    # Known weight names → (url, sha256 or md5 or None). "imagenet" is the default name.
+    # Known weight tags → (url, sha256 or None). "imagenet" is the default tag. A checksum
+    # of None means "not published": the downloader records the sha256 it saw.
     weights: dict[str, tuple[str, str | None]] = field(default_factory=dict)
+
+    def weight_names(self) -> list[str]:
+        """Every name :meth:`find_weights` accepts: the tags, then the file stems of their URLs."""
+        return [*self.weights, *(_url_stem(url) for url, _ in self.weights.values())]
+
+    def find_weights(self, name: str) -> tuple[str, str | None] | None:
+        """``(url, sha256)`` of the weights called ``name`` — a tag such as ``"ssld"`` or the
+        PaddleClas file stem such as ``"ResNet50_vd_ssld_pretrained"`` — or None if unknown."""
+        if name in self.weights:
+            return self.weights[name]
+        for url, checksum in self.weights.values():
+            if _url_stem(url) == name:
+                return url, checksum
+        return None
+
+
+def _url_stem(url: str) -> str:
+    """``.../ResNet50_vd_ssld_pretrained.pdparams`` → ``ResNet50_vd_ssld_pretrained``."""
+    name = url.rstrip("/").rsplit("/", 1)[-1]
+    return name.rsplit(".", 1)[0] if "." in name else name
 
 
 @dataclass(frozen=True)
 class ModelEntry:
+    """A registered model: its name, ``builder(num_classes=...)`` and pretrained config."""
+
     name: str
     builder: Callable[..., object]
     pretrained_cfg: PretrainedConfig

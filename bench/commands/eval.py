@@ -1,0 +1,135 @@
+"""``bench eval``: accuracy and speed of an exported model on a dataset split, through Paddle Inference."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from harness.errors import ConfigError
+
+NAME = "eval"
+HELP = "evaluate an exported model on a dataset split with Paddle Inference; writes eval.json"
+EVAL_FILE = "eval.json"
+
+
+def add_predictor_arguments(parser: argparse.ArgumentParser, *, batch_size: int = 8) -> None:
+    """Add --backend, --precision, --batch-size, --threads, --gpu-id, --trt-cache-dir (shared with predict)."""
+    parser.add_argument("--backend", default="cpu", choices=("cpu", "cpu-plain", "gpu", "trt"),
+                        help="cpu = oneDNN, cpu-plain = Paddle's native CPU kernels, gpu = CUDA, trt = TensorRT")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16", "int8"),
+                        help="fp32 everywhere; bf16 on CPUs with AVX512-BF16; fp16 on gpu/trt; int8 on trt")
+    parser.add_argument("--batch-size", type=int, default=batch_size, help=f"images per predictor call (default {batch_size})")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads of the predictor (default: all cores)")
+    parser.add_argument("--gpu-id", type=int, default=0, help="GPU index for gpu/trt")
+    parser.add_argument("--trt-cache-dir", default=None, help="where TensorRT engines are cached (default: <model>/_trt_cache)")
+
+
+def predictor_options(args: argparse.Namespace, **extra):
+    """PredictorOptions from the flags of :func:`add_predictor_arguments`."""
+    from harness.predictor import PredictorOptions
+
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.threads is not None and args.threads < 1:
+        raise ConfigError(f"--threads must be >= 1, got {args.threads}")
+    return PredictorOptions(
+        backend=args.backend, precision=args.precision, batch_size=args.batch_size, threads=args.threads,
+        gpu_id=args.gpu_id, trt_cache_dir=args.trt_cache_dir, **extra,
+    )
+
+
+def calibration_images(args: argparse.Namespace, splits, count: int = 16) -> list:
+    """A few training images for int8 calibration (only read when --precision int8)."""
+    if args.precision != "int8":
+        return []
+    from harness.data import read_image_rgb
+    from harness.errors import ImageDecodeError
+
+    images = []
+    for sample in splits.train:
+        try:
+            images.append(read_image_rgb(sample.path))
+        except ImageDecodeError:
+            continue
+        if len(images) >= count:
+            break
+    return images
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of ``bench eval``."""
+    parser.add_argument("--model", required=True, help="export directory (exported_models/X) or a PaddleClas inference dir")
+    parser.add_argument("--dataset", required=True, help="dataset name (folder, list, demo, flowers102, ...)")
+    parser.add_argument("--data-root", default=None, help="dataset root directory")
+    parser.add_argument("--train-list", default=None, help="train list file (--dataset list)")
+    parser.add_argument("--val-list", default=None, help="val list file (--dataset list)")
+    parser.add_argument("--test-list", default=None, help="test list file (--dataset list)")
+    parser.add_argument("--split", default="test", choices=("train", "val", "test"), help="split to evaluate (default test)")
+    parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N images of the split")
+    parser.add_argument("--workers", type=int, default=2, help="decode/preprocess threads (default 2)")
+    parser.add_argument("--out-dir", default=None, help="where eval.json goes (default: the model directory)")
+    parser.add_argument("--json", action="store_true", help="print eval.json to stdout instead of a table")
+    add_predictor_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Evaluate, print a table (or JSON), write eval.json."""
+    from harness.data import load_dataset
+    from harness.evaluate import evaluate
+    from harness.predictor import Predictor
+
+    if args.limit is not None and args.limit < 1:
+        raise ConfigError(f"--limit must be >= 1, got {args.limit}")
+    if args.workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {args.workers}")
+    splits = load_dataset(args.dataset, args.data_root, train_list=args.train_list, val_list=args.val_list,
+                          test_list=args.test_list)
+    samples = list(splits.split(args.split))
+    if args.limit:
+        samples = samples[: args.limit]
+    if not samples:
+        raise ConfigError(f"split {args.split!r} of dataset {args.dataset!r} is empty")
+    predictor = Predictor(args.model, predictor_options(args, calibration_images=calibration_images(args, splits)))
+    model_classes = predictor.model.classes
+    if model_classes is not None and tuple(model_classes) != tuple(splits.classes):
+        raise ConfigError(
+            f"the model's classes ({len(model_classes)}: {', '.join(model_classes[:4])}, ...) differ from dataset "
+            f"{args.dataset!r} ({len(splits.classes)}: {', '.join(splits.classes[:4])}, ...); labels would not match"
+        )
+    result = evaluate(predictor, samples, splits.classes, batch_size=args.batch_size, workers=args.workers)
+    record = {"model": str(args.model), "dataset": args.dataset, "data_root": args.data_root, "split": args.split,
+              "metric": splits.metric, **result.to_dict()}
+    out_dir = Path(args.out_dir) if args.out_dir else Path(args.model)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out_path = out_dir / EVAL_FILE
+    tmp = out_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(out_path)
+    if args.json:
+        print(json.dumps(record, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{predictor.model.model_name} on {args.dataset}/{args.split} "
+                        f"({args.backend}, {args.precision}, batch {args.batch_size})", title_justify="left")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    lat = result.latency
+    rows = [
+        ("top-1", f"{result.top1:.4f}"),
+        ("top-5", f"{result.top5:.4f}"),
+        ("mean per-class", f"{result.mean_per_class:.4f}"),
+        ("images", f"{result.num_images}" + (f" ({result.num_skipped} skipped)" if result.num_skipped else "")),
+        ("img/s (end to end)", f"{result.images_per_sec:.1f}"),
+        ("batch latency p50 / p90 / p99 ms", f"{lat['p50_ms']:.1f} / {lat['p90_ms']:.1f} / {lat['p99_ms']:.1f}"),
+        ("inference waited for input", f"{result.input_wait_s:.2f} s of {result.wall_s:.2f} s"),
+        ("preprocessing", result.preprocess_backend),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    console = Console()
+    console.print(table)
+    console.print(f"wrote {out_path}")
+    return 0

@@ -1,0 +1,184 @@
+"""``bench eval-bench``: our exported evaluation vs the naive PaddleClas-style loop, in one run.
+
+Both pipelines run the same Paddle Inference predictor on the same images; only the
+input path differs:
+
+- ours: :func:`harness.evaluate.evaluate` (worker threads decode and preprocess batch
+  k+1 with :func:`kernels.preprocess` while the predictor runs batch k);
+- naive: what PaddleClas's ``predict_cls.py`` does, one batch at a time on one thread:
+  ``cv2.imread`` → BGR→RGB → resize short side → center crop → ``(x * scale - mean) / std``
+  → HWC→CHW in numpy, ``np.array`` of the batch, ``copy_from_cpu`` → ``run`` → ``copy_to_cpu``.
+
+Without ``--model`` a randomly initialised ResNet50_vd is exported first (the speed of a
+ResNet50_vd does not depend on its weights). This is a benchmark, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from harness.errors import ConfigError
+
+from .eval import add_predictor_arguments, predictor_options
+
+NAME = "eval-bench"
+HELP = "benchmark exported evaluation: our pipeline vs the naive cv2/numpy loop (img/s and ratio)"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_DATA_ROOT = REPO_ROOT.parent / "shared" / "datasets" / "flowers12"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of ``bench eval-bench``."""
+    parser.add_argument("--model", default=None, help="export directory; default: export a random-init ResNet50_vd first")
+    parser.add_argument("--arch", default="ResNet50_vd", help="model built when --model is not given (default ResNet50_vd)")
+    parser.add_argument("--image-size", type=int, default=224, help="input size of the built model (default 224)")
+    parser.add_argument("--dataset", default="folder", help="dataset name (default folder)")
+    parser.add_argument("--data-root", default=str(DEFAULT_DATA_ROOT), help=f"dataset root (default {DEFAULT_DATA_ROOT})")
+    parser.add_argument("--split", default="test", choices=("train", "val", "test"), help="split (default test)")
+    parser.add_argument("--limit", type=int, default=None, help="use only the first N images of the split")
+    parser.add_argument("--workers", type=int, default=2, help="decode/preprocess threads of our pipeline (default 2)")
+    parser.add_argument("--repeats", type=int, default=1, help="alternate the two pipelines this many times; medians reported")
+    parser.add_argument("--out-dir", default=None, help="also write eval_bench.json here")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_predictor_arguments(parser)
+
+
+def naive_preprocess(path: str, resize_short: int, crop: int, mean: np.ndarray, std: np.ndarray, scale: float) -> np.ndarray:
+    """One image the way PaddleClas's deploy ops do it: cv2 read, numpy ops, CHW float32."""
+    import cv2
+
+    img = cv2.imread(path)
+    if img is None:
+        raise ConfigError(f"cv2.imread could not read {path}")
+    img = img[:, :, ::-1]
+    h, w = img.shape[:2]
+    percent = float(resize_short) / min(h, w)
+    img = cv2.resize(img, (int(round(w * percent)), int(round(h * percent))), interpolation=cv2.INTER_LINEAR)
+    h, w = img.shape[:2]
+    top, left = (h - crop) // 2, (w - crop) // 2
+    img = img[top : top + crop, left : left + crop, :]
+    img = (img.astype("float32") * np.float32(scale) - mean) / std
+    return img.transpose((2, 0, 1))
+
+
+def naive_loop(predictor: Any, paths: Sequence[str], batch_size: int) -> tuple[np.ndarray, float]:
+    """Logits of ``paths`` through the naive loop and its wall time in seconds."""
+    spec = predictor.spec
+    mean = np.asarray(spec.mean, np.float32).reshape(1, 1, 3)
+    std = np.asarray(spec.std, np.float32).reshape(1, 1, 3)
+    outputs = []
+    start = time.perf_counter()
+    for i in range(0, len(paths), batch_size):
+        batch = np.array([naive_preprocess(p, spec.resize_short, spec.crop_size, mean, std, spec.scale)
+                          for p in paths[i : i + batch_size]])
+        outputs.append(predictor.predict(batch))
+    return np.concatenate(outputs), time.perf_counter() - start
+
+
+def _build_random_export(arch: str, image_size: int, classes: Sequence[str], workdir: Path) -> Path:
+    """Export a randomly initialised ``arch`` for ``classes`` into ``workdir`` and return its directory."""
+    import paddle
+
+    from harness.config import TrainConfig
+    from harness.export import export
+    from harness.models import create_model
+    from harness.results import CHECKPOINT_NAME, CONFIG_NAME, METRICS_NAME
+
+    run_dir = workdir / f"{arch}_random"
+    run_dir.mkdir(parents=True)
+    paddle.seed(0)
+    model = create_model(arch, len(classes))
+    paddle.save(model.state_dict(), str(run_dir / CHECKPOINT_NAME))
+    TrainConfig(model=arch, dataset="folder", image_size=image_size, epochs=1).write_yaml(run_dir / CONFIG_NAME)
+    (run_dir / METRICS_NAME).write_text(json.dumps({"classes": list(classes), "history": [], "val": {}, "metric": "top1"}))
+    return export(run_dir, workdir / "export").model_dir
+
+
+def _environment(predictor: Any) -> dict[str, Any]:
+    import kernels
+
+    cpu = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    from harness.runtime import cpu_count
+
+    return {"cpu": cpu, "cores": cpu_count(), "python": platform.python_version(),
+            "kernels_backend": kernels.backend(), **predictor.describe()}
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run both pipelines, check they agree, print img/s and the ratio."""
+    from harness.data import load_dataset
+    from harness.evaluate import evaluate
+    from harness.predictor import Predictor
+
+    for flag, value in (("--limit", args.limit), ("--repeats", args.repeats), ("--workers", args.workers),
+                        ("--image-size", args.image_size)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{flag} must be >= 1, got {value}")
+    splits = load_dataset(args.dataset, args.data_root)
+    samples = list(splits.split(args.split))[: args.limit or None]
+    if not samples:
+        raise ConfigError(f"split {args.split!r} of {args.data_root} is empty")
+    with tempfile.TemporaryDirectory(prefix="tlbench-eval-bench-") as tmp:
+        model_dir = Path(args.model) if args.model else _build_random_export(args.arch, args.image_size, splits.classes, Path(tmp))
+        predictor = Predictor(model_dir, predictor_options(args))
+        predictor.warmup()
+        paths = [s.path for s in samples]
+        ours_ips, naive_ips, ours, naive_logits = [], [], None, None
+        for _ in range(args.repeats):
+            ours = evaluate(predictor, samples, splits.classes, batch_size=args.batch_size, workers=args.workers,
+                            warmup=False)
+            ours_ips.append(ours.images_per_sec)
+            naive_logits, naive_s = naive_loop(predictor, paths, args.batch_size)
+            naive_ips.append(len(paths) / naive_s)
+        if ours.num_skipped:
+            raise ConfigError(f"{ours.num_skipped} unreadable image(s) in the split; the pipelines would not see the same images")
+        agree = float(np.mean(np.argmax(ours.logits, 1) == np.argmax(naive_logits, 1)))
+        record = {
+            "model_dir": str(model_dir) if args.model else f"(random-init {args.arch}, {args.image_size} px)",
+            "dataset": args.dataset, "data_root": args.data_root, "split": args.split, "num_images": len(paths),
+            "batch_size": args.batch_size, "workers": args.workers, "repeats": args.repeats,
+            "ours_images_per_sec": float(np.median(ours_ips)), "naive_images_per_sec": float(np.median(naive_ips)),
+            "ours_runs": ours_ips, "naive_runs": naive_ips,
+            "argmax_agreement": agree, "ours_top1": ours.top1,
+            "naive_top1": float(np.mean(np.argmax(naive_logits, 1) == ours.labels)),
+            "environment": _environment(predictor),
+        }
+        record["ratio"] = record["ours_images_per_sec"] / record["naive_images_per_sec"]
+    if args.out_dir:
+        out = Path(args.out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "eval_bench.json").write_text(json.dumps(record, indent=2) + "\n")
+    if args.json:
+        print(json.dumps(record, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    env = record["environment"]
+    table = Table(title=f"exported evaluation, {env['model_name']} @ {predictor.spec.crop_size} px, {len(paths)} images, "
+                        f"{env['backend']}/{env['precision']}, batch {args.batch_size}", title_justify="left")
+    table.add_column("pipeline")
+    table.add_column("img/s", justify="right")
+    table.add_column("top-1", justify="right")
+    table.add_row(f"ours (evaluate, {args.workers} workers, {env['kernels_backend']} preprocessing)",
+                  f"{record['ours_images_per_sec']:.1f}", f"{record['ours_top1']:.4f}")
+    table.add_row("naive (cv2 + numpy, one batch at a time)", f"{record['naive_images_per_sec']:.1f}",
+                  f"{record['naive_top1']:.4f}")
+    console = Console()
+    console.print(table)
+    console.print(f"ratio ours / naive: [bold]{record['ratio']:.2f}x[/bold]; same argmax on {agree:.1%} of images; "
+                  f"{env['cpu']}, {env['cores']} cores, Paddle {env['paddle_version']}")
+    return 0

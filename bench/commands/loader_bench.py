@@ -1,0 +1,180 @@
+"""``bench loader-bench``: is data loading fast enough to keep training fed?
+
+Measures the loader's img/s (decode + augmentation + batching, in worker threads) at
+the demo settings and at 224 px on flowers12, with 1 and 2 workers, and compares it
+with the training step rates measured on this project's reference CPU (PADDLE_NOTES).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from harness.errors import ConfigError
+
+NAME = "loader-bench"
+HELP = "measure data-loader img/s against the training step rate (is loading the bottleneck?)"
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_FLOWERS12 = REPO_ROOT / ".." / "shared" / "datasets" / "flowers12"
+
+# Training img/s, batch 32, 2 threads, MKL_DEBUG_CPU_TYPE=5 on the 2-core reference
+# machine (PADDLE_NOTES.md). The fastest model at a size is the strictest test.
+TRAIN_RATES: dict[int, dict[str, float]] = {
+    32: {"resnet18": 148.0},
+    64: {"resnet18": 48.0, "ResNet50_vd": 22.8},
+    224: {"resnet18": 9.5, "ResNet50_vd": 2.6},
+}
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One benchmark row: a dataset, crop size and transform kind."""
+
+    label: str
+    dataset: str
+    crop: int
+    mode: str  # "train" (random resized crop + flip) or "eval" (resize + center crop)
+
+
+SETTINGS = (
+    Setting("demo", "demo", 32, "train"),
+    Setting("demo", "demo", 64, "train"),
+    Setting("flowers12", "folder", 224, "train"),
+    Setting("flowers12", "folder", 224, "eval"),
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register ``loader-bench`` flags."""
+    parser.add_argument("--flowers-root", default=str(DEFAULT_FLOWERS12),
+                        help="flowers12 image folders (train/ and test/) for the 224-px rows")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker thread counts to compare")
+    parser.add_argument("--batch-size", type=int, default=32, help="batch size (default 32, as in PADDLE_NOTES)")
+    parser.add_argument("--images", type=int, default=320, help="images loaded per repetition")
+    parser.add_argument("--repeats", type=int, default=3, help="timed repetitions per row (median reported)")
+    parser.add_argument("--json", action="store_true", help="print results as JSON instead of a table")
+
+
+def _measure(samples, transform, *, batch_size: int, workers: int, images: int, repeats: int) -> list[float]:
+    from harness.data import DataLoader
+
+    loader = DataLoader(samples, transform, batch_size=batch_size, shuffle=True, seed=0, workers=workers)
+    rates = []
+    for rep in range(repeats + 1):  # repetition 0 warms the page cache and is not timed
+        loader.set_epoch(rep)
+        seen = 0
+        start = time.perf_counter()
+        for _, labels in loader:
+            seen += len(labels)
+            if seen >= images:
+                break
+        elapsed = time.perf_counter() - start
+        if rep > 0:
+            rates.append(seen / elapsed)
+    return rates
+
+
+def environment() -> dict[str, Any]:
+    """The software and hardware the numbers were measured on."""
+    import cv2
+    import numpy as np
+
+    import kernels
+
+    return {
+        "cpu_count": os.cpu_count(),
+        "processor": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "opencv": cv2.__version__,
+        "opencv_threads": cv2.getNumThreads(),
+        "preprocess_backend": kernels.backend(),
+    }
+
+
+def run_benchmark(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Measure every setting × worker count; returns one record per row."""
+    from harness.data import EvalTransform, TrainTransform, load_dataset
+    from harness.preprocess_spec import PreprocessSpec
+
+    rows: list[dict[str, Any]] = []
+    cache: dict[str, Optional[Any]] = {}
+    for setting in SETTINGS:
+        if setting.label not in cache:
+            if setting.dataset == "demo":
+                cache[setting.label] = load_dataset("demo")
+            else:
+                root = Path(args.flowers_root)
+                cache[setting.label] = load_dataset("folder", root) if (root / "train").is_dir() else None
+        splits = cache[setting.label]
+        if splits is None:
+            rows.append({"dataset": setting.label, "crop": setting.crop, "mode": setting.mode,
+                         "skipped": f"{args.flowers_root} not found"})
+            continue
+        spec = PreprocessSpec.for_crop(setting.crop)
+        transform = TrainTransform(spec) if setting.mode == "train" else EvalTransform(spec)
+        samples = splits.train if setting.mode == "train" else splits.test
+        rates = TRAIN_RATES.get(setting.crop, {})
+        fastest_model, fastest = max(rates.items(), key=lambda kv: kv[1]) if rates else (None, None)
+        for workers in args.workers:
+            measured = _measure(samples, transform, batch_size=args.batch_size, workers=workers,
+                                images=args.images, repeats=args.repeats)
+            median = statistics.median(measured)
+            rows.append({
+                "dataset": setting.label, "crop": setting.crop, "mode": setting.mode, "workers": workers,
+                "batch_size": args.batch_size, "loader_img_s": median, "runs_img_s": measured,
+                "train_rates_img_s": rates, "fastest_model": fastest_model,
+                # Share of the training time budget the loader needs if it ran on the same cores.
+                "load_share": (fastest / median) if fastest else None,
+                "bottleneck": (median < fastest) if fastest else None,
+            })
+    return rows
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the benchmark and print a rich table (or JSON with ``--json``)."""
+    for name in ("batch_size", "images", "repeats"):
+        if getattr(args, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if any(w < 1 for w in args.workers):
+        raise ConfigError(f"--workers must all be >= 1, got {args.workers}")
+    rows = run_benchmark(args)
+    env = environment()
+    if args.json:
+        print(json.dumps({"environment": env, "results": rows}, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="Data loader throughput vs training step rate")
+    for col, right in (("dataset", False), ("px", True), ("transform", False), ("workers", True),
+                       ("loader img/s", True), ("train img/s", True), ("model", False), ("load %", True),
+                       ("bottleneck", False)):
+        table.add_column(col, justify="right" if right else "left")
+    for r in rows:
+        if "skipped" in r:
+            table.add_row(r["dataset"], str(r["crop"]), r["mode"], "-", "-", "-", "-", "-", f"skipped: {r['skipped']}")
+            continue
+        model = r["fastest_model"]
+        train = f"{r['train_rates_img_s'][model]:.1f}" if model else "-"
+        verdict = "-" if r["bottleneck"] is None else ("[red]yes[/red]" if r["bottleneck"] else "[green]no[/green]")
+        share = f"{100 * r['load_share']:.1f}" if r["load_share"] is not None else "-"
+        table.add_row(r["dataset"], str(r["crop"]), r["mode"], str(r["workers"]), f"{r['loader_img_s']:.0f}",
+                      train, model or "-", share, verdict)
+    console = Console()
+    console.print(table)
+    console.print(
+        f"batch {args.batch_size}, {args.images} images × {args.repeats} runs (median); "
+        f"{env['cpu_count']} CPUs, OpenCV {env['opencv']}, numpy {env['numpy']}, preprocess {env['preprocess_backend']}. "
+        "Train img/s: fastest model at that size in PADDLE_NOTES (2 threads, MKL_DEBUG_CPU_TYPE=5). "
+        "load % = train img/s / loader img/s: the share of the step time loading would cost on the same cores."
+    )
+    return 0

@@ -1,0 +1,68 @@
+"""``bench replay GRID_RUN``: compare strategies over many seeds on a finished (grid) search, at no cost."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from harness.errors import ConfigError
+
+NAME = "replay"
+HELP = "trials each strategy needs to come within X points of a finished grid search's best (replayed)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register the flags of ``bench replay``."""
+    parser.add_argument("journal", metavar="RUN_DIR_OR_JOURNAL", help="finished search run directory (or its journal.jsonl)")
+    parser.add_argument("--strategies", nargs="+", default=["random", "bayes"], metavar="SPEC",
+                        help="strategies to compare, each NAME[:key=value,...], e.g. bayes:acq_func=EI,n_initial_points=5 "
+                             "(default: random bayes)")
+    parser.add_argument("--seeds", type=int, default=50, help="seeds per strategy (default 50)")
+    parser.add_argument("--within", type=float, default=0.4,
+                        help="target: within this many accuracy points (percent) of the journal's best; values in [0, 1] "
+                             "are fractions, so 0.4 means 0.004 (default 0.4)")
+    parser.add_argument("--max-trials", type=int, default=None, help="give up after this many trials (default: grid size)")
+    parser.add_argument("--out", default=None, help="also write the JSON result to this file")
+    parser.add_argument("--json", action="store_true", help="print the JSON result instead of a table")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Replay every strategy over the seeds and print the table (or JSON)."""
+    from search.replay import ReplayObjective, compare_strategies, parse_strategy_configs
+
+    if args.seeds < 1:
+        raise ConfigError(f"--seeds must be >= 1, got {args.seeds}")
+    if args.within < 0:
+        raise ConfigError(f"--within must be >= 0, got {args.within}")
+    if args.max_trials is not None and args.max_trials < 1:
+        raise ConfigError(f"--max-trials must be >= 1, got {args.max_trials}")
+    objective = ReplayObjective(args.journal)
+    values = [t.value for t in objective.trials if t.value is not None]
+    fractions = all(0.0 <= v <= 1.0 for v in values)
+    within = args.within / 100.0 if fractions else args.within
+    result = compare_strategies(objective, parse_strategy_configs(args.strategies), seeds=args.seeds,
+                                within=within, max_trials=args.max_trials)
+    result["within_points"] = args.within
+    text = json.dumps(result, indent=2)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    if args.json:
+        print(text)
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    scale = 100.0 if fractions else 1.0
+    table = Table(title=f"Trials to come within {args.within:g} points of the best "
+                        f"({result['best'] * scale:.2f}) of {result['journal']}, {args.seeds} seeds")
+    for column in ("strategy", "median trials", "IQR (q1-q3)", "reached", "median search time"):
+        table.add_column(column)
+    for row in result["strategies"]:
+        time_s = row["median_time_s"]
+        table.add_row(row["label"], f"{row['median']:.1f}", f"{row['iqr']:.1f} ({row['q1']:.1f}-{row['q3']:.1f})",
+                      f"{row['reached']}/{args.seeds}", "-" if time_s is None else f"{time_s / 60:.1f} min")
+    Console().print(table)
+    if args.out:
+        Console().print(f"wrote {args.out}")
+    return 0

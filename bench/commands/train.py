@@ -1,0 +1,56 @@
+"""``bench train``: fine-tune one configuration and write its run directory."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from ._train_args import add_train_arguments, train_config_from_args
+
+NAME = "train"
+HELP = "fine-tune a model on a dataset (one configuration)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_train_arguments(parser)
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = train_config_from_args(args)
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from harness.train import fine_tune
+
+    console = Console(stderr=True)
+    with Progress(
+        TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+        TextColumn("loss {task.fields[loss]:.4f}  lr {task.fields[lr]:.2e}  {task.fields[ips]:.1f} img/s"),
+        TimeElapsedColumn(), console=console, transient=False, disable=args.json,
+    ) as progress:
+        task = progress.add_task("train", total=None, epoch="-", loss=float("nan"), lr=cfg.lr, ips=0.0)
+
+        def on_step(info) -> None:
+            progress.update(task, total=info.steps_per_epoch, completed=info.step + 1,
+                            epoch=f"{info.epoch + 1}/{cfg.epochs}", loss=info.loss, lr=info.lr, ips=info.images_per_s)
+
+        def on_epoch(info) -> None:
+            r = info.record
+            progress.console.print(
+                f"epoch {r['epoch']}/{info.epochs}  loss {r['train_loss']:.4f}  "
+                f"val top1 {r.get('val_top1', float('nan')):.4f}  top5 {r.get('val_top5', float('nan')):.4f}  "
+                f"mean/class {r.get('val_mean_per_class', float('nan')):.4f}  {r['train_images_per_s']:.1f} img/s"
+            )
+
+        result = fine_tune(cfg, on_step=on_step, on_epoch=on_epoch)
+    summary = {"run_dir": result.run_dir, "checkpoint": result.checkpoint, "metric": result.metric,
+               "val": result.val_metrics, "skipped_images": len(result.data_report.get("skipped", []))}
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        console.print(f"[green]done[/green]: {result.run_dir}  val {result.metric} "
+                      f"{result.val_metrics.get(result.metric, float('nan')):.4f}")
+        if summary["skipped_images"]:
+            console.print(f"[yellow]{summary['skipped_images']} unreadable image(s) skipped: see {result.run_dir}/data_report.json")
+    return 0

@@ -1,0 +1,113 @@
+"""The search objective: fine-tune on train → export → score the exported model on val.
+
+It lives in ``bench`` because it joins the two lower layers: ``search`` calls it
+without knowing Paddle, and it calls ``harness`` without knowing the search.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from harness.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+# Splits are listed once per process and reused by every trial that runs there.
+_SPLITS_CACHE: dict[tuple, Any] = {}
+
+
+def cached_splits(cfg: TrainConfig):
+    """The dataset splits of ``cfg``, loaded once per process."""
+    from harness.train import load_splits
+
+    key = (cfg.dataset, cfg.data_root, cfg.train_list, cfg.val_list, cfg.test_list, cfg.val_fraction,
+           cfg.split_seed, cfg.strict_data)
+    if key not in _SPLITS_CACHE:
+        _SPLITS_CACHE[key] = load_splits(cfg)
+    return _SPLITS_CACHE[key]
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """How trials are scored: Paddle Inference backend, precision and batch size."""
+
+    backend: str = "cpu"
+    precision: str = "fp32"
+    batch_size: int = 16
+    threads: Optional[int] = None
+
+
+def score_exported(exported, samples, classes, settings: EvalSettings):
+    """Run ``evaluate`` on ``samples`` through a fresh predictor of ``exported``."""
+    from harness.evaluate import evaluate
+    from harness.predictor import Predictor, PredictorOptions
+
+    predictor = Predictor(exported, PredictorOptions(
+        backend=settings.backend, precision=settings.precision, batch_size=settings.batch_size,
+        threads=settings.threads,
+    ))
+    return evaluate(predictor, samples, classes, batch_size=settings.batch_size)
+
+
+@dataclass(frozen=True)
+class TrialObjective:
+    """``objective(params) -> {"value", "metrics", "timings"}`` for ``search.run_search``.
+
+    ``params`` are applied with ``base.replace(**params)`` (an unknown key fails at once). The
+    value is the exported model's val metric in the dataset's protocol (top-1 or mean per-class
+    accuracy). Picklable, so trials can run in worker processes.
+    """
+
+    base: TrainConfig
+    trials_dir: str
+    evaluation: EvalSettings = EvalSettings()
+
+    def __call__(self, params: dict[str, Any]) -> dict[str, Any]:
+        from harness.export import export
+        from harness.train import fine_tune
+        from search import current_trial
+
+        ctx = current_trial()
+        name = f"trial-{ctx.trial:04d}" if ctx else f"trial-{int(time.time() * 1000)}"
+        trial_dir = Path(self.trials_dir) / name
+        if trial_dir.exists():
+            # Left by an interrupted run of this same trial: it runs again from scratch.
+            shutil.rmtree(trial_dir)
+        cfg = self.base.replace(**params).replace(out_dir=str(self.trials_dir), run_name=name)
+        if ctx and ctx.device is not None and cfg.device in ("auto", "gpu"):
+            # CUDA_VISIBLE_DEVICES already narrows the process to its GPU.
+            cfg = cfg.replace(device="gpu")
+        splits = cached_splits(cfg)
+
+        t0 = time.perf_counter()
+        result = fine_tune(cfg, splits=splits)
+        t1 = time.perf_counter()
+        exported = export(result, trial_dir / "exported")
+        t2 = time.perf_counter()
+        ev = score_exported(exported, splits.val, splits.classes, self.evaluation)
+        t3 = time.perf_counter()
+
+        value = {"top1": ev.top1, "mean_per_class": ev.mean_per_class}[splits.metric]
+        metrics = {
+            "metric": splits.metric,
+            "val_top1": ev.top1,
+            "val_top5": ev.top5,
+            "val_mean_per_class": ev.mean_per_class,
+            "dygraph_val": result.val_metrics.get(splits.metric),
+            "images_per_s": ev.images_per_sec,
+            "latency_p50_ms": ev.latency.get("p50_ms"),
+            "latency_p99_ms": ev.latency.get("p99_ms"),
+            "latency_batch": ev.batch_size,
+            "eval_backend": f"{self.evaluation.backend}/{self.evaluation.precision}",
+            "preprocess_backend": ev.preprocess_backend,
+            "skipped_images": ev.num_skipped + len(result.data_report.get("skipped", [])),
+            "exported_dir": str(exported.model_dir),
+            "train_history": list(result.history),
+        }
+        timings = {"train_s": t1 - t0, "export_s": t2 - t1, "eval_s": t3 - t2}
+        return {"value": float(value), "metrics": metrics, "timings": timings}

@@ -1,0 +1,88 @@
+"""Decoding any image file into 3-channel RGB uint8 with OpenCV."""
+
+from __future__ import annotations
+
+import os
+
+import cv2
+import numpy as np
+
+from ..errors import ImageDecodeError
+
+_JPEG_SOI = b"\xff\xd8"
+_JPEG_SOS = b"\xff\xda"
+_JPEG_EOI = b"\xff\xd9"
+
+
+def _jpeg_is_truncated(data: bytes) -> bool:
+    # Depending on the build, libjpeg pads a truncated scan with gray and only warns,
+    # so imdecode may "succeed"; checked before decoding, which also saves the work.
+    # Inside entropy-coded data 0xFF is always followed by 0x00 or a restart marker,
+    # so an end-of-image marker must follow the last start-of-scan in a complete file.
+    sos = data.rfind(_JPEG_SOS)
+    if sos < 0:
+        return True
+    return data.find(_JPEG_EOI, sos + 2) < 0
+
+
+def _to_uint8(img: np.ndarray, path: str) -> np.ndarray:
+    if img.dtype == np.uint8:
+        return img
+    if img.dtype == np.uint16:
+        # Divide by 257 so that 65535 maps to 255 exactly (a shift by 8 would give 255 too,
+        # but rounds every mid-tone down).
+        return ((img.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    if img.dtype in (np.float32, np.float64):
+        return (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    raise ImageDecodeError(f"{path}: unsupported pixel type {img.dtype}")
+
+
+def decode_image_rgb(data: bytes | np.ndarray, path: str = "<memory>") -> np.ndarray:
+    """Decode encoded image bytes into an ``HxWx3`` uint8 RGB array (see :func:`read_image_rgb`)."""
+    buf = np.frombuffer(data, dtype=np.uint8) if isinstance(data, (bytes, bytearray, memoryview)) else data
+    if buf.size == 0:
+        raise ImageDecodeError(f"{path}: empty file")
+    if buf.size >= 2 and bytes(buf[:2]) == _JPEG_SOI and _jpeg_is_truncated(buf.tobytes()):
+        raise ImageDecodeError(f"{path}: truncated JPEG (no end-of-image marker after the last scan)")
+    try:
+        img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    except cv2.error as exc:  # OpenCV raises on some malformed headers instead of returning None
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise ImageDecodeError(f"{path}: not a decodable image ({reason})") from exc
+    if img is None or img.size == 0:
+        raise ImageDecodeError(f"{path}: not a decodable image (OpenCV could not read {buf.size} bytes)")
+    img = _to_uint8(img, path)
+    if img.ndim == 2:
+        rgb = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
+    elif img.ndim == 3 and img.shape[2] == 1:
+        rgb = cv2.cvtColor(img[:, :, 0], cv2.COLOR_GRAY2RGB)
+    elif img.ndim == 3 and img.shape[2] == 2:
+        # Gray + alpha: the alpha channel is dropped, as OpenCV's IMREAD_COLOR does.
+        rgb = cv2.cvtColor(np.ascontiguousarray(img[:, :, 0]), cv2.COLOR_GRAY2RGB)
+    elif img.ndim == 3 and img.shape[2] == 3:
+        rgb = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    elif img.ndim == 3 and img.shape[2] == 4:
+        rgb = cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
+    else:
+        raise ImageDecodeError(f"{path}: unsupported image shape {img.shape}")
+    return np.ascontiguousarray(rgb)
+
+
+def read_image_rgb(path: str | os.PathLike) -> np.ndarray:
+    """Read an image file as ``HxWx3`` uint8 RGB.
+
+    Decodes with ``cv2.imdecode(IMREAD_UNCHANGED)`` from the file's bytes, so the file
+    extension does not matter (a PNG named ``.jpg`` works) and non-ASCII paths work.
+    Grayscale is replicated to 3 channels, alpha is dropped, 16-bit and float images
+    are scaled to 8 bits. EXIF orientation is not applied (``IMREAD_UNCHANGED`` ignores it).
+
+    Raises:
+        ImageDecodeError: naming ``path``, when the file is missing, empty, truncated or
+            not an image.
+    """
+    path = os.fspath(path)
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError as exc:
+        raise ImageDecodeError(f"{path}: cannot read file ({exc.strerror or exc})") from exc
+    return decode_image_rgb(data, path)

@@ -1,0 +1,226 @@
+"""Generic sources: image folders and PaddleClas list files, and the split assembly all adapters share."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Optional, Sequence
+
+from ..errors import DatasetError
+from .splits import check_files, stratified_split
+from .types import DataReport, DatasetSplits, Sample
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".jp2"})
+
+
+def assemble(
+    name: str,
+    classes: Sequence[str],
+    train: Sequence[Sample],
+    val: Sequence[Sample],
+    test: Sequence[Sample],
+    *,
+    metric: str,
+    report: DataReport,
+    val_fraction: float,
+    seed: int,
+    strict: bool,
+) -> DatasetSplits:
+    """Check files, carve a stratified val split out of train when ``val`` is empty, and build the splits.
+
+    Raises:
+        DatasetError: a split is empty, a label is out of range, or a file appears in two splits.
+    """
+    classes = tuple(str(c) for c in classes)
+    if len(set(classes)) != len(classes):
+        raise DatasetError(f"{name}: duplicate class names in {classes!r}")
+    for split_name, samples in (("train", train), ("val", val), ("test", test)):
+        for s in samples:
+            if not 0 <= s.label < len(classes):
+                raise DatasetError(f"{name}: {s.path} has label {s.label}, outside 0..{len(classes) - 1} ({split_name} split)")
+    train = check_files(train, report, strict=strict, split="train")
+    val = check_files(val, report, strict=strict, split="val")
+    test = check_files(test, report, strict=strict, split="test")
+    if not train:
+        raise DatasetError(f"{name}: the train split has no usable images")
+    if not val:
+        train, val = stratified_split(train, val_fraction, seed)
+        report.val_carved = True
+        log.info("%s: carved a stratified val split of %d images (%.0f%%, seed %d) out of train",
+                 name, len(val), 100 * val_fraction, seed)
+        if not val:
+            raise DatasetError(f"{name}: train is too small to carve a val split ({len(train)} images)")
+    if not test:
+        raise DatasetError(f"{name}: the test split has no usable images")
+    seen: dict[str, str] = {}
+    for split_name, samples in (("train", train), ("val", val), ("test", test)):
+        for s in samples:
+            other = seen.setdefault(s.path, split_name)
+            if other != split_name:
+                raise DatasetError(f"{name}: {s.path} is in both the {other} and the {split_name} split")
+    report.dataset = name
+    report.counts = {"train": len(train), "val": len(val), "test": len(test), "classes": len(classes)}
+    return DatasetSplits(
+        name=name, classes=classes, train=tuple(train), val=tuple(val), test=tuple(test), metric=metric, report=report
+    )
+
+
+def _list_images(folder: Path) -> list[str]:
+    files: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for f in sorted(filenames):
+            if not f.startswith(".") and os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS:
+                files.append(os.path.abspath(os.path.join(dirpath, f)))
+    return files
+
+
+def _class_dirs(split_dir: Path) -> list[str]:
+    return sorted(d.name for d in split_dir.iterdir() if d.is_dir() and not d.name.startswith("."))
+
+
+def load_folder(
+    root: str | os.PathLike, *, name: str = "folder", val_fraction: float, seed: int, strict: bool, report: DataReport
+) -> DatasetSplits:
+    """Image folders ``root/{train,val,test}/<class>/*``.
+
+    Classes are the sorted names of ``train/``'s sub-folders; ``val/`` and ``test/`` may
+    only use those. Without ``val/``, val is carved from train. Without ``test/`` but
+    with ``val/``, the given ``val/`` becomes the held-out test split and val is carved
+    from train (so hyperparameters are never chosen on the images that are reported).
+    """
+    root = Path(root)
+    train_dir = root / "train"
+    if not train_dir.is_dir():
+        raise DatasetError(
+            f"{name}: {train_dir} not found; expected image folders {root}/train/<class>/*.jpg "
+            f"and optionally {root}/val/<class>/ and {root}/test/<class>/"
+        )
+    classes = _class_dirs(train_dir)
+    if not classes:
+        raise DatasetError(f"{name}: {train_dir} has no class sub-folders (expected train/<class>/*.jpg)")
+    index = {c: i for i, c in enumerate(classes)}
+
+    def read_split(split: str) -> Optional[list[Sample]]:
+        split_dir = root / split
+        if not split_dir.is_dir():
+            return None
+        samples: list[Sample] = []
+        for cls in _class_dirs(split_dir):
+            if cls not in index:
+                raise DatasetError(f"{name}: class folder {split_dir / cls} does not exist in {train_dir}")
+            samples.extend(Sample(p, index[cls]) for p in _list_images(split_dir / cls))
+        return samples
+
+    train = read_split("train") or []
+    val = read_split("val")
+    test = read_split("test")
+    if test is None:
+        if val is None:
+            raise DatasetError(f"{name}: {root} has train/ but neither test/ nor val/; a held-out split is needed")
+        report.add_note(f"{root / 'val'} used as the test split (no test/ folder); val carved from train")
+        log.info("%s: no test/ folder, using val/ as test and carving val from train", name)
+        test, val = val, None
+    return assemble(name, classes, train, val or [], test, metric="top1", report=report,
+                    val_fraction=val_fraction, seed=seed, strict=strict)
+
+
+def _resolve_list(path: str | os.PathLike, root: Path, flag: str) -> Path:
+    p = Path(path)
+    if p.is_file():
+        return p
+    if not p.is_absolute() and (root / p).is_file():
+        return root / p
+    raise DatasetError(f"{flag} file {path} not found (looked in the current directory and in {root})")
+
+
+def parse_list_file(list_path: Path, root: Path) -> list[Sample]:
+    """Read a PaddleClas list file (``relative/path.jpg label`` per line, blank lines allowed).
+
+    The path may contain spaces (the label is the last field). Paths are relative to ``root``.
+
+    Raises:
+        DatasetError: naming the file and line number of a malformed line.
+    """
+    samples: list[Sample] = []
+    with open(list_path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            line = line.strip()
+            if not line:
+                continue
+            parts = line.rsplit(None, 1)
+            if len(parts) != 2:
+                raise DatasetError(f"{list_path}:{lineno}: expected 'relative/path.jpg label', got {line!r}")
+            rel, label_text = parts
+            try:
+                label = int(label_text)
+            except ValueError:
+                raise DatasetError(f"{list_path}:{lineno}: label must be an integer, got {label_text!r}") from None
+            if label < 0:
+                raise DatasetError(f"{list_path}:{lineno}: label must be >= 0, got {label}")
+            samples.append(Sample(os.path.abspath(root / rel), label))
+    return samples
+
+
+def _read_label_names(path: Path) -> list[str]:
+    names: dict[int, str] = {}
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            line = line.strip()
+            if not line:
+                continue
+            parts = line.split(None, 1)
+            try:
+                idx = int(parts[0])
+            except ValueError:
+                raise DatasetError(f"{path}:{lineno}: expected 'id name', got {line!r}") from None
+            if idx in names:
+                raise DatasetError(f"{path}:{lineno}: class id {idx} appears twice")
+            names[idx] = parts[1].strip() if len(parts) > 1 else str(idx)
+    if sorted(names) != list(range(len(names))):
+        raise DatasetError(f"{path}: class ids must be 0..{len(names) - 1} without gaps, got {sorted(names)}")
+    return [names[i] for i in range(len(names))]
+
+
+def load_list(
+    root: str | os.PathLike,
+    *,
+    train_list: str | os.PathLike | None,
+    val_list: str | os.PathLike | None,
+    test_list: str | os.PathLike | None,
+    val_fraction: float,
+    seed: int,
+    strict: bool,
+    report: DataReport,
+) -> DatasetSplits:
+    """PaddleClas list files relative to ``root``; class names from ``root/label_list.txt`` if present.
+
+    Without a test list the val list becomes the held-out test split and val is carved
+    from train (as for folders); without a val list val is carved from train.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"list: data root {root} is not a directory")
+    if train_list is None:
+        raise DatasetError("list: --train-list is required for --dataset list")
+    train = parse_list_file(_resolve_list(train_list, root, "--train-list"), root)
+    val = parse_list_file(_resolve_list(val_list, root, "--val-list"), root) if val_list is not None else None
+    test = parse_list_file(_resolve_list(test_list, root, "--test-list"), root) if test_list is not None else None
+    if test is None:
+        if val is None:
+            raise DatasetError("list: give --test-list or --val-list; a held-out split is needed")
+        report.add_note(f"{val_list} used as the test split (no test list); val carved from train")
+        test, val = val, None
+    label_file = root / "label_list.txt"
+    max_label = max(s.label for s in (*train, *(val or []), *test))
+    if label_file.is_file():
+        classes = _read_label_names(label_file)
+        if max_label >= len(classes):
+            raise DatasetError(f"list: label {max_label} used but {label_file} names only {len(classes)} classes")
+    else:
+        classes = [str(i) for i in range(max_label + 1)]
+    return assemble("list", classes, train, val or [], test, metric="top1", report=report,
+                    val_fraction=val_fraction, seed=seed, strict=strict)

@@ -1,0 +1,424 @@
+"""Paddle Inference predictor over an exported model directory.
+
+``Predictor(exported, PredictorOptions(backend, precision, ...))`` builds a
+``paddle.inference`` predictor for one of four backends:
+
+========== ==================================== ===========================
+backend    what runs                            precisions
+========== ==================================== ===========================
+cpu        oneDNN kernels, ``threads`` threads  fp32, bf16, int8
+cpu-plain  Paddle's native CPU kernels          fp32
+gpu        CUDA kernels                         fp32, fp16
+trt        TensorRT subgraphs on CUDA           fp32, fp16, int8
+========== ==================================== ===========================
+
+:func:`check_backend` says, before any model is loaded, whether the installed Paddle and
+this machine can run a (backend, precision) pair, and raises
+:class:`~harness.errors.BackendUnavailableError` with one line naming what is missing and
+what to install.
+
+Inputs go through the predictor's input handle (``reshape`` + ``copy_from_cpu``, one
+memcpy into the predictor's own buffer) and outputs come back with ``copy_to_cpu``;
+feed/fetch ops are switched off. ``share_external_data`` works on this Paddle only with a
+``paddle.Tensor``, and building one from a numpy batch copies it anyway, so it saves
+nothing for numpy input.
+
+Int8: TensorRT calibrates from ``calibration_images`` (the calibration table is written
+to the engine cache). On CPU, Paddle 3.x inference has no post-training quantizer (Paddle
+2.x's ``enable_mkldnn_quantizer`` calibration API is gone) and its oneDNN int8 passes only
+run graphs that already carry quantize/dequantize ops (e.g. from PaddleSlim). Measured on
+paddlepaddle 3.3.1: a dygraph ``paddle.quantization.PTQ`` model exported under PIR fails in
+``create_predictor`` ("Tensor holds no memory"), and under the legacy IR oneDNN int8 returns
+wrong logits. So ``cpu``/``int8`` runs only models that are quantized already and
+otherwise fails with :class:`~harness.errors.BackendUnavailableError`; use ``bf16`` on CPU.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+import numpy as np
+
+from .errors import BackendUnavailableError, ConfigError
+from .export import ExportedModel
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("cpu", "cpu-plain", "gpu", "trt")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+SUPPORTED = {
+    "cpu": ("fp32", "bf16", "int8"),
+    "cpu-plain": ("fp32",),
+    "gpu": ("fp32", "fp16"),
+    "trt": ("fp32", "fp16", "int8"),
+}
+GPU_INSTALL_HINT = (
+    "install paddlepaddle-gpu from Paddle's package index, e.g. "
+    "`pip install paddlepaddle-gpu -i https://www.paddlepaddle.org.cn/packages/stable/cu126/`"
+)
+TRT_INSTALL_HINT = (
+    "install a paddlepaddle-gpu wheel built with TensorRT from Paddle's package index "
+    "(https://www.paddlepaddle.org.cn/packages/stable/cu126/) and put TensorRT's libraries "
+    "(libnvinfer) on LD_LIBRARY_PATH"
+)
+# Ops in the graph that mark a quantized (int8-ready) model.
+QUANT_OP_MARKERS = ("quantize_linear", "dequantize_linear", "fake_quantize", "fake_channel_wise")
+
+
+@lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    """CPU feature flags from /proc/cpuinfo (empty where it cannot be read)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def _cuda_devices() -> int:
+    import paddle
+
+    if not paddle.device.is_compiled_with_cuda():
+        return 0
+    try:
+        return int(paddle.device.cuda.device_count())
+    except Exception:  # a CUDA build without a driver raises here
+        return 0
+
+
+def check_backend(backend: str, precision: str = "fp32") -> None:
+    """Raise unless the installed Paddle and this machine can run ``backend`` at ``precision``.
+
+    Raises:
+        ConfigError: an unknown backend or precision, or a pair no build supports
+            (e.g. fp16 on CPU).
+        BackendUnavailableError: the pair is valid but this Paddle build or machine lacks
+            what it needs (CUDA, a GPU, TensorRT, AVX512-BF16); the message says what to install.
+    """
+    if backend not in BACKENDS:
+        raise ConfigError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if precision not in PRECISIONS:
+        raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision not in SUPPORTED[backend]:
+        hint = {
+            ("cpu", "fp16"): "; on CPU use bf16 (needs AVX512-BF16) or fp32",
+            ("cpu-plain", "bf16"): "; use --backend cpu (oneDNN) for bf16",
+            ("cpu-plain", "int8"): "; use --backend cpu (oneDNN) for int8",
+            ("gpu", "int8"): "; use --backend trt for int8 on GPU",
+            ("gpu", "bf16"): "; use fp16 on GPU",
+            ("trt", "bf16"): "; use fp16 with TensorRT",
+        }.get((backend, precision), "")
+        raise ConfigError(
+            f"--precision {precision} is not supported by --backend {backend} "
+            f"(supported: {', '.join(SUPPORTED[backend])}){hint}"
+        )
+    import paddle
+    import paddle.inference as pi
+
+    if backend in ("gpu", "trt"):
+        if not paddle.device.is_compiled_with_cuda():
+            raise BackendUnavailableError(
+                f"--backend {backend} needs a CUDA build of Paddle, but paddlepaddle {paddle.__version__} "
+                f"here is the CPU build; {GPU_INSTALL_HINT if backend == 'gpu' else TRT_INSTALL_HINT}"
+            )
+        if _cuda_devices() == 0:
+            raise BackendUnavailableError(
+                f"--backend {backend}: Paddle has CUDA but sees no GPU (check the driver and CUDA_VISIBLE_DEVICES)"
+            )
+    if backend == "trt":
+        if tuple(pi.get_trt_compile_version()) == (0, 0, 0):
+            raise BackendUnavailableError(
+                f"--backend trt needs Paddle compiled with TensorRT, but paddlepaddle {paddle.__version__} "
+                f"here was built without it; {TRT_INSTALL_HINT}"
+            )
+        if tuple(pi.get_trt_runtime_version()) == (0, 0, 0):
+            raise BackendUnavailableError(f"--backend trt: the TensorRT runtime library was not found; {TRT_INSTALL_HINT}")
+    if backend == "cpu" and precision == "bf16":
+        flags = cpu_flags()
+        if "avx512_bf16" not in flags and "amx_bf16" not in flags:
+            raise BackendUnavailableError(
+                "--precision bf16 on CPU needs the AVX512-BF16 or AMX-BF16 instructions, which this CPU lacks "
+                "(see `flags` in /proc/cpuinfo); use fp32"
+            )
+
+
+@dataclass(frozen=True)
+class PredictorOptions:
+    """How to run an exported model.
+
+    ``threads`` is the CPU math-library thread count (default: every core the process may
+    use). TensorRT builds engines for batch sizes ``trt_min_batch..trt_max_batch``
+    (optimised for ``trt_opt_batch``; both default to ``batch_size``) and serialises them
+    into ``trt_cache_dir`` (default ``<model_dir>/_trt_cache``) so an engine is built once,
+    not per run. ``calibration_images`` (RGB uint8 arrays) calibrate TensorRT int8.
+    ``verify`` checks a tlbench export's sha256 manifest when the predictor opens a path.
+    """
+
+    backend: str = "cpu"
+    precision: str = "fp32"
+    batch_size: int = 8
+    threads: Optional[int] = None
+    gpu_id: int = 0
+    gpu_mem_mb: int = 1024
+    trt_cache_dir: Optional[str] = None
+    trt_min_batch: int = 1
+    trt_opt_batch: Optional[int] = None
+    trt_max_batch: Optional[int] = None
+    trt_workspace_mb: int = 1024
+    calibration_images: Optional[Sequence[np.ndarray]] = field(default=None, repr=False, compare=False)
+    ir_optim: bool = True
+    onednn_cache_capacity: int = 10
+    verify: bool = True
+
+    def __post_init__(self) -> None:
+        def positive(name: str, allow_none: bool = False) -> None:
+            value = getattr(self, name)
+            if value is None and allow_none:
+                return
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ConfigError(f"PredictorOptions.{name} must be a positive integer, got {value!r}")
+
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        for name in ("batch_size", "gpu_mem_mb", "trt_min_batch", "trt_workspace_mb", "onednn_cache_capacity"):
+            positive(name)
+        for name in ("threads", "trt_opt_batch", "trt_max_batch"):
+            positive(name, allow_none=True)
+        if isinstance(self.gpu_id, bool) or not isinstance(self.gpu_id, int) or self.gpu_id < 0:
+            raise ConfigError(f"PredictorOptions.gpu_id must be >= 0, got {self.gpu_id!r}")
+        lo, opt, hi = self.trt_batches
+        if not lo <= opt <= hi:
+            raise ConfigError(f"TensorRT batch sizes need min <= opt <= max, got {lo} / {opt} / {hi}")
+
+    @property
+    def trt_batches(self) -> tuple[int, int, int]:
+        """(min, opt, max) batch sizes of the TensorRT dynamic shape range."""
+        hi = self.trt_max_batch or max(self.batch_size, self.trt_min_batch)
+        opt = self.trt_opt_batch or min(max(self.batch_size, self.trt_min_batch), hi)
+        return self.trt_min_batch, opt, hi
+
+    def resolved_threads(self) -> int:
+        """The thread count actually used."""
+        if self.threads:
+            return int(self.threads)
+        try:
+            return len(os.sched_getaffinity(0))
+        except AttributeError:
+            return os.cpu_count() or 1
+
+
+def _is_quantized(model: ExportedModel) -> bool:
+    if model.model_file.suffix != ".json":
+        # A legacy protobuf program: the op names appear verbatim in the bytes too.
+        text = model.model_file.read_bytes().decode("latin-1")
+    else:
+        text = model.model_file.read_text(encoding="utf-8", errors="replace")
+    return any(marker in text for marker in QUANT_OP_MARKERS)
+
+
+class Predictor:
+    """A Paddle Inference predictor for one exported model.
+
+    ``predict`` is serialised by a lock, so one Predictor may be shared between threads;
+    create one per thread for concurrency.
+    """
+
+    def __init__(self, model: Union[ExportedModel, str, "os.PathLike[str]"], options: Optional[PredictorOptions] = None):
+        """Load ``model`` (an :class:`ExportedModel` or a directory) and build the predictor.
+
+        Raises:
+            ConfigError: invalid options.
+            BackendUnavailableError: the backend/precision cannot run here (see
+                :func:`check_backend`), or int8 lacks what it needs.
+            ModelError, IntegrityError: the directory is not a usable/intact export.
+        """
+        options = options or PredictorOptions()
+        if not isinstance(options, PredictorOptions):
+            raise ConfigError(f"options must be PredictorOptions, got {type(options).__name__}")
+        check_backend(options.backend, options.precision)
+        if not isinstance(model, ExportedModel):
+            model = ExportedModel.load(model, verify=options.verify)
+        self.model = model
+        self.options = options
+        self.spec = model.preprocess
+        self._lock = threading.Lock()
+        self._predictor = self._create(model, options)
+        input_names = self._predictor.get_input_names()
+        output_names = self._predictor.get_output_names()
+        if len(input_names) != 1:
+            raise ConfigError(f"{model.model_file} has inputs {input_names}; an image classifier has exactly one")
+        self.input_name = input_names[0]
+        self.output_name = output_names[0]
+        self._input = self._predictor.get_input_handle(self.input_name)
+        self._output = self._predictor.get_output_handle(self.output_name)
+        if options.backend == "trt" and options.precision == "int8":
+            self._calibrate_trt(options)
+
+    def _calibrate_trt(self, options: PredictorOptions) -> None:
+        # Paddle-TensorRT collects int8 ranges from the batches run in calibration mode and
+        # writes the table into the cache when that predictor is destroyed; the next
+        # predictor built with the same cache loads it and builds the int8 engine.
+        images = list(options.calibration_images or ())
+        step = options.trt_batches[2]
+        for i in range(0, len(images), step):
+            self._run(self.preprocess(images[i : i + step]))
+        del self._input, self._output, self._predictor
+        self._predictor = self._create(self.model, options)
+        self._input = self._predictor.get_input_handle(self.input_name)
+        self._output = self._predictor.get_output_handle(self.output_name)
+
+    # -- construction -------------------------------------------------------------------
+    def _create(self, model: ExportedModel, options: PredictorOptions):
+        import paddle.inference as pi
+
+        config = pi.Config(str(model.model_file), str(model.params_file))
+        config.switch_ir_optim(options.ir_optim)
+        config.switch_use_feed_fetch_ops(False)
+        config.disable_glog_info()
+        backend, precision = options.backend, options.precision
+        if backend in ("cpu", "cpu-plain"):
+            config.disable_gpu()
+            config.set_cpu_math_library_num_threads(options.resolved_threads())
+            if backend == "cpu":
+                config.enable_mkldnn()
+                # Bounded cache of oneDNN primitives per input shape (a varying last batch).
+                config.set_mkldnn_cache_capacity(options.onednn_cache_capacity)
+                if precision == "bf16":
+                    config.enable_mkldnn_bfloat16()
+                elif precision == "int8":
+                    if not _is_quantized(model):
+                        raise BackendUnavailableError(
+                            "--backend cpu --precision int8 needs a quantized model (quantize_linear/dequantize_linear "
+                            f"ops); {model.model_file.name} is float32, and Paddle "
+                            "3.x inference has no post-training calibration on CPU. Quantize with PaddleSlim, or "
+                            "use bf16 on CPU / --backend trt --precision int8 on GPU"
+                        )
+                    config.enable_mkldnn_int8()
+            else:
+                config.disable_mkldnn()
+        else:
+            gpu_precision = pi.PrecisionType.Half if (backend == "gpu" and precision == "fp16") else pi.PrecisionType.Float32
+            config.enable_use_gpu(options.gpu_mem_mb, options.gpu_id, gpu_precision)
+            if backend == "trt":
+                self._configure_trt(config, model, options)
+        # Config.enable_memory_optim() makes create_predictor fail for PIR programs on
+        # Paddle 3.3 ("Not find predictor_id N and pass_name memory_optimize_pass"),
+        # so it is only used for legacy programs.
+        if model.model_file.suffix == ".pdmodel":
+            config.enable_memory_optim()
+        try:
+            return pi.create_predictor(config)
+        except Exception as exc:
+            message = str(exc).strip().splitlines()
+            detail = next((line for line in message if "Error" in line or "error" in line), message[-1] if message else "")
+            raise BackendUnavailableError(
+                f"Paddle Inference could not build a {backend}/{precision} predictor for {model.model_dir}: {detail}"
+            ) from exc
+
+    def _configure_trt(self, config: Any, model: ExportedModel, options: PredictorOptions) -> None:
+        import paddle.inference as pi
+
+        precision = {
+            "fp32": pi.PrecisionType.Float32,
+            "fp16": pi.PrecisionType.Half,
+            "int8": pi.PrecisionType.Int8,
+        }[options.precision]
+        cache = Path(options.trt_cache_dir) if options.trt_cache_dir else model.model_dir / "_trt_cache"
+        cache.mkdir(parents=True, exist_ok=True)
+        # Engines (and the int8 calibration table) are serialised here and reused.
+        config.set_optim_cache_dir(str(cache))
+        lo, opt, hi = options.trt_batches
+        use_calib = options.precision == "int8"
+        if use_calib and not options.calibration_images:
+            raise ConfigError("--backend trt --precision int8 needs calibration images (a few training images)")
+        config.enable_tensorrt_engine(
+            workspace_size=options.trt_workspace_mb << 20,
+            max_batch_size=hi,
+            min_subgraph_size=3,
+            precision_mode=precision,
+            use_static=True,
+            use_calib_mode=use_calib,
+        )
+        size = model.preprocess.crop_size
+        config.set_trt_dynamic_shape_info(
+            {"x": [lo, 3, size, size]}, {"x": [hi, 3, size, size]}, {"x": [opt, 3, size, size]}
+        )
+
+    # -- inference ----------------------------------------------------------------------
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        self._input.reshape(list(batch.shape))
+        self._input.copy_from_cpu(batch)
+        self._predictor.run()
+        return self._output.copy_to_cpu()
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        """Logits ``[N, num_classes]`` (float32) of an ``[N, 3, H, W]`` float32 batch.
+
+        Batches larger than ``options.batch_size`` run in chunks of that size.
+        """
+        batch = np.asarray(batch)
+        size = self.spec.crop_size
+        if batch.ndim != 4 or batch.shape[1:] != (3, size, size):
+            raise ConfigError(f"predict expects a [N, 3, {size}, {size}] batch, got shape {list(batch.shape)}")
+        if batch.dtype != np.float32:
+            raise ConfigError(f"predict expects float32 input, got {batch.dtype}")
+        batch = np.ascontiguousarray(batch)
+        if len(batch) == 0:
+            return np.zeros((0, self.model.num_classes or 0), np.float32)
+        step = self.options.batch_size
+        with self._lock:
+            if len(batch) <= step:
+                return np.asarray(self._run(batch), np.float32)
+            outputs = [self._run(batch[i : i + step]) for i in range(0, len(batch), step)]
+        return np.concatenate(outputs).astype(np.float32, copy=False)
+
+    def preprocess(self, images: Sequence[np.ndarray], *, threads: Optional[int] = None) -> np.ndarray:
+        """RGB uint8 ``HxWx3`` images → the model's ``[N, 3, H, W]`` float32 input (kernels.preprocess)."""
+        import kernels
+
+        spec = self.spec
+        return kernels.preprocess(
+            list(images), resize_short=spec.resize_short, crop_size=spec.crop_size,
+            mean=spec.mean, std=spec.std, scale=spec.scale, threads=threads,
+        )
+
+    def predict_images(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """Logits of RGB uint8 images, preprocessed with the model's spec."""
+        if len(images) == 0:
+            return np.zeros((0, self.model.num_classes or 0), np.float32)
+        return self.predict(self.preprocess(images))
+
+    def warmup(self, batch_size: Optional[int] = None) -> None:
+        """Run one zero batch so one-time costs (oneDNN primitives, TensorRT engines) are paid up front."""
+        n = batch_size or self.options.batch_size
+        size = self.spec.crop_size
+        self.predict(np.zeros((n, 3, size, size), np.float32))
+
+    def describe(self) -> dict[str, Any]:
+        """Backend, precision, threads, model and Paddle version, for result files."""
+        import paddle
+
+        return {
+            "model_dir": str(self.model.model_dir),
+            "model_name": self.model.model_name,
+            "backend": self.options.backend,
+            "precision": self.options.precision,
+            "batch_size": self.options.batch_size,
+            "threads": self.options.resolved_threads() if self.options.backend.startswith("cpu") else None,
+            "paddle_version": paddle.__version__,
+        }
+
+    def with_options(self, **changes: Any) -> "Predictor":
+        """A new Predictor for the same model with some options changed."""
+        return Predictor(self.model, replace(self.options, **changes))

@@ -1,0 +1,196 @@
+"""Replay a finished search as an objective, and compare strategies on it over many seeds.
+
+A full grid search is expensive once; replaying its journal answers any point of the grid at no
+cost, so strategies (random, bayes with its options) can be compared over dozens of seeds.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from harness.errors import TlbenchError
+
+from .journal import JOURNAL_NAME, META_NAME, SearchMeta, load_meta, load_trials
+from .space import Space, point_key
+from .strategies import Strategy, make_strategy
+from .trial import Trial, TrialState
+
+log = logging.getLogger(__name__)
+
+
+class ReplayObjective:
+    """Objective that answers points from a finished search's journal.
+
+    ``journal_path`` is a run directory or a ``journal.jsonl``. A point the journal holds as
+    COMPLETE returns its value, metrics and timings; a FAILED one raises again (the replayed
+    search sees the same failure); a missing one raises :class:`~harness.errors.TlbenchError`.
+    Picklable, so it also works with ``run_search(workers>1)``.
+    """
+
+    def __init__(self, journal_path: str | Path) -> None:
+        path = Path(journal_path)
+        self.run_dir = path if path.is_dir() else path.parent
+        self.path = path / JOURNAL_NAME if path.is_dir() else path
+        trials = [t for t in load_trials(self.path) if t.state.is_finished]
+        if not trials:
+            raise TlbenchError(f"journal {self.path} has no finished trials to replay")
+        self._trials: dict[str, Trial] = {point_key(t.params): t for t in trials}
+        self.meta: Optional[SearchMeta] = load_meta(self.run_dir) if (self.run_dir / META_NAME).exists() else None
+
+    @property
+    def trials(self) -> list[Trial]:
+        """The finished trials that can be replayed."""
+        return list(self._trials.values())
+
+    @property
+    def best_value(self) -> float:
+        """The best COMPLETE value in the journal."""
+        values = [t.value for t in self._trials.values() if t.state is TrialState.COMPLETE]
+        if not values:
+            raise TlbenchError(f"journal {self.path} has no COMPLETE trial")
+        return max(values)
+
+    @property
+    def space(self) -> Space:
+        """The space of the replayed search (from its ``search.json``)."""
+        if self.meta is None:
+            raise TlbenchError(f"{self.run_dir} has no {META_NAME}; pass the space explicitly")
+        return self.meta.build_space()
+
+    def __call__(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The recorded outcome of ``params``."""
+        trial = self._trials.get(point_key(params))
+        if trial is None:
+            raise TlbenchError(f"point {params} is not in the replayed journal {self.path}")
+        if trial.state is not TrialState.COMPLETE:
+            raise TlbenchError(f"replayed trial {trial.id} {trial.state.value}: {trial.error}")
+        return {"value": trial.value, "metrics": dict(trial.metrics), "timings": dict(trial.timings)}
+
+
+def trials_to_target(strategy: Strategy, objective: ReplayObjective, target: float,
+                     max_trials: int) -> tuple[Optional[int], float]:
+    """Run ``strategy`` on ``objective`` (serially) until a value reaches ``target``.
+
+    Returns (trials needed or None if not reached within ``max_trials`` or before exhaustion,
+    summed recorded trial time in seconds up to that point).
+    """
+    elapsed = 0.0
+    for n in range(1, max_trials + 1):
+        params = strategy.ask()
+        if params is None:
+            return None, elapsed
+        try:
+            result = objective(params)
+        except TlbenchError:
+            strategy.tell(params, None)
+            trial = objective._trials.get(point_key(params))
+            elapsed += float((trial.timings if trial else {}).get("trial_s", 0.0))
+            continue
+        elapsed += float(result["timings"].get("trial_s", 0.0))
+        strategy.tell(params, result["value"])
+        if result["value"] >= target:
+            return n, elapsed
+    return None, elapsed
+
+
+@dataclass(frozen=True)
+class StrategyConfig:
+    """One strategy to compare: a ``label`` for tables, the strategy ``name`` and its ``options``."""
+
+    label: str
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def compare_strategies(objective: ReplayObjective, configs: Sequence[StrategyConfig], *, seeds: int = 50,
+                       within: float = 0.004, max_trials: Optional[int] = None,
+                       space: Optional[Space] = None) -> dict[str, Any]:
+    """Trials each strategy needs to come within ``within`` (value units) of the journal's best.
+
+    Every config runs once per seed 0..seeds-1. Per config the result has the per-seed counts
+    (None: not reached), ``median``, ``q1``, ``q3``, ``iqr`` (over the seeds that reached the
+    target; a seed that did not counts as ``max_trials + 1`` so failures pull the median up
+    instead of vanishing), ``reached`` and ``median_time_s`` (recorded trial time). JSON-safe.
+    """
+    if seeds < 1:
+        raise TlbenchError(f"seeds must be >= 1, got {seeds}")
+    if within < 0:
+        raise TlbenchError(f"within must be >= 0, got {within}")
+    space = space or objective.space
+    size = space.size()
+    if max_trials is None:
+        max_trials = size if size is not None else len(objective.trials)
+    best = objective.best_value
+    target = best - within
+    rows = []
+    for config in configs:
+        counts: list[Optional[int]] = []
+        times: list[float] = []
+        for seed in range(seeds):
+            strategy = make_strategy(config.name, space, seed=seed, **config.options)
+            n, elapsed = trials_to_target(strategy, objective, target, max_trials)
+            counts.append(n)
+            if n is not None:
+                times.append(elapsed)
+        filled = np.array([c if c is not None else max_trials + 1 for c in counts], dtype=float)
+        q1, median, q3 = (float(v) for v in np.percentile(filled, [25, 50, 75]))
+        rows.append({
+            "label": config.label,
+            "strategy": config.name,
+            "options": dict(config.options),
+            "trials": counts,
+            "reached": sum(c is not None for c in counts),
+            "median": median,
+            "q1": q1,
+            "q3": q3,
+            "iqr": q3 - q1,
+            "mean": float(filled.mean()),
+            "median_time_s": float(np.median(times)) if times else None,
+        })
+        log.debug("%s: median %.1f trials (IQR %.1f) over %d seeds", config.label, median, q3 - q1, seeds)
+    return {
+        "journal": str(objective.path),
+        "best": best,
+        "within": within,
+        "target": target,
+        "seeds": seeds,
+        "max_trials": max_trials,
+        "grid_size": size,
+        "strategies": rows,
+    }
+
+
+def parse_strategy_configs(specs: Sequence[str]) -> list[StrategyConfig]:
+    """Parse ``name[:key=value,key=value]`` specs, e.g. ``bayes:acq_func=EI,n_initial_points=5``.
+
+    Values are read as int, then float, then true/false, else kept as strings.
+    """
+    configs = []
+    for spec in specs:
+        name, _, rest = spec.partition(":")
+        options: dict[str, Any] = {}
+        for item in filter(None, rest.split(",")):
+            key, eq, raw = item.partition("=")
+            if not eq:
+                raise TlbenchError(f"strategy spec {spec!r}: expected key=value, got {item!r}")
+            options[key.strip()] = _parse_scalar(raw.strip())
+        configs.append(StrategyConfig(label=spec, name=name.strip(), options=options))
+    return configs
+
+
+def _parse_scalar(raw: str) -> Any:
+    for cast in (int, float):
+        try:
+            return cast(raw)
+        except ValueError:
+            pass
+    if raw.lower() in ("true", "false"):
+        return raw.lower() == "true"
+    return raw
+

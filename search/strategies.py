@@ -1,0 +1,530 @@
+"""Search strategies behind one ask/tell interface.
+
+Every strategy maximises the objective's ``value``::
+
+    strategy = make_strategy("bayes", default_space(), seed=0, acq_func="EI")
+    while (params := strategy.ask()) is not None:
+        strategy.tell(params, objective(params)["value"])     # or tell(params, None) on failure
+
+- ``ask()`` returns a new point (a dict of plain Python values keyed by dimension name) or
+  ``None`` when the strategy is exhausted; ``ask_batch(n)`` returns up to ``n`` distinct points
+  for parallel workers. A point that was asked but not yet told is *pending*: it is never handed
+  out twice.
+- ``tell(params, value)`` reports a result; ``value=None`` means the trial failed and the strategy
+  records the *failure penalty* instead (see :meth:`Strategy.penalty`) so that it does not come
+  back to the point.
+- ``replay(trials)`` rebuilds the state from journal trials (tells in journal order), which is
+  how a resumed search continues.
+
+On a discrete space no strategy ever hands out a point that was already told or is pending.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, Optional
+
+import numpy as np
+
+from harness.errors import ConfigError
+
+from .space import Space, point_key, to_python
+from .trial import Trial, TrialState
+
+log = logging.getLogger(__name__)
+
+#: The seed's fixed scheme: one trial with these values.
+FIXED_PARAMS: dict[str, Any] = {"lr": 0.003, "l2_decay": 1e-4, "label_smoothing": False, "mixup": False}
+
+
+class Strategy(ABC):
+    """Base class: bookkeeping of told and pending points, penalty for failures, replay.
+
+    Subclasses implement :meth:`_propose` (new candidate points) and may override
+    :meth:`_observe` (feed a told value to a model).
+    """
+
+    name: ClassVar[str] = ""
+
+    def __init__(self, space: Space, *, seed: int = 0, failure_value: Optional[float] = None) -> None:
+        if not isinstance(space, Space):
+            raise ConfigError(f"strategy {self.name!r} needs a search.space.Space, got {type(space).__name__}")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
+        if failure_value is not None and not (isinstance(failure_value, (int, float)) and math.isfinite(failure_value)):
+            raise ConfigError(f"failure_value must be a finite number or None, got {failure_value!r}")
+        self.space = space
+        self.seed = int(seed)
+        self.failure_value = None if failure_value is None else float(failure_value)
+        self._told: dict[str, float] = {}  # point key -> value told to the strategy (penalty for failures)
+        self._pending: dict[str, dict[str, Any]] = {}
+        self._observed: list[float] = []  # real objective values, in tell order
+
+    # Public interface
+    def ask(self) -> Optional[dict[str, Any]]:
+        """One new point, or ``None`` when the strategy is exhausted."""
+        points = self.ask_batch(1)
+        return points[0] if points else None
+
+    def ask_batch(self, n: int) -> list[dict[str, Any]]:
+        """Up to ``n`` distinct new points (fewer, possibly none, when the strategy runs out)."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ConfigError(f"ask_batch needs n >= 1, got {n!r}")
+        points = []
+        for params in self._propose(n):
+            params = to_python(params)
+            key = point_key(params)
+            if key in self._told or key in self._pending:
+                # A subclass bug must not turn into a duplicate trial.
+                log.warning("strategy %s proposed %s twice; skipped", self.name, params)
+                continue
+            self._pending[key] = params
+            points.append(params)
+        return points
+
+    def tell(self, params: Mapping[str, Any], value: Optional[float]) -> None:
+        """Report the objective ``value`` of ``params`` (``None``: the trial failed)."""
+        self._tell(params, value, fit=True)
+
+    def register_pending(self, params: Mapping[str, Any]) -> None:
+        """Mark ``params`` as handed out (e.g. an interrupted trial about to run again)."""
+        params = to_python(dict(params))
+        key = point_key(params)
+        if key not in self._told:
+            self._pending[key] = params
+
+    def replay(self, trials: Iterable[Trial]) -> int:
+        """Tell every finished trial in order (how a resumed search rebuilds its state); returns the count.
+
+        PRUNED and FAILED trials are told as failures (penalty).
+        """
+        finished = [t for t in trials if t.state.is_finished]
+        for i, trial in enumerate(finished):
+            value = trial.value if trial.state is TrialState.COMPLETE else None
+            self._tell(trial.params, value, fit=i == len(finished) - 1)
+        return len(finished)
+
+    def penalty(self) -> float:
+        """Value told for a failed trial.
+
+        ``failure_value`` when given; otherwise the worst value observed so far, or 0.0 (the worst
+        accuracy) before any trial completed. It is fixed at the time of the failure.
+        """
+        if self.failure_value is not None:
+            return self.failure_value
+        return min(self._observed) if self._observed else 0.0
+
+    def is_told(self, params: Mapping[str, Any]) -> bool:
+        """True when ``params`` has been told (completed or failed)."""
+        return point_key(params) in self._told
+
+    @property
+    def n_told(self) -> int:
+        """Number of distinct points told."""
+        return len(self._told)
+
+    @property
+    def n_pending(self) -> int:
+        """Number of points handed out and not told yet."""
+        return len(self._pending)
+
+    @property
+    def remaining(self) -> Optional[int]:
+        """Points neither told nor pending on a discrete space; ``None`` on a continuous one."""
+        size = self.space.size()
+        return None if size is None else max(0, size - len(self._told) - len(self._pending))
+
+    # Internals
+    def _tell(self, params: Mapping[str, Any], value: Optional[float], fit: bool) -> None:
+        params = to_python(dict(params))
+        key = point_key(params)
+        if value is not None:
+            value = float(value)
+            if not math.isfinite(value):
+                raise ConfigError(f"tell needs a finite value or None, got {value!r} for {params}")
+        self._pending.pop(key, None)
+        if key in self._told:
+            log.debug("strategy %s: %s told again; the first value is kept", self.name, params)
+            return
+        told = self.penalty() if value is None else value
+        self._told[key] = told
+        if value is not None:
+            self._observed.append(value)
+        self._observe(params, told, fit)
+
+    def _observe(self, params: dict[str, Any], value: float, fit: bool) -> None:
+        """Hook for model-based strategies; ``fit=False`` defers model fitting (replay)."""
+
+    def _is_free(self, params: Mapping[str, Any]) -> bool:
+        key = point_key(params)
+        return key not in self._told and key not in self._pending
+
+    @abstractmethod
+    def _propose(self, n: int) -> list[dict[str, Any]]:
+        """Up to ``n`` distinct points, each neither told nor pending."""
+
+
+class FixedStrategy(Strategy):
+    """One trial with the seed's fixed scheme (:data:`FIXED_PARAMS`), or ``params`` if given."""
+
+    name = "fixed"
+
+    def __init__(self, space: Space, *, seed: int = 0, params: Optional[Mapping[str, Any]] = None,
+                 failure_value: Optional[float] = None) -> None:
+        super().__init__(space, seed=seed, failure_value=failure_value)
+        if params is not None and not isinstance(params, Mapping):
+            raise ConfigError(f"fixed strategy: params must be a mapping, got {params!r}")
+        self.params = to_python(dict(params if params is not None else FIXED_PARAMS))
+
+    def _propose(self, n: int) -> list[dict[str, Any]]:
+        return [dict(self.params)] if self._is_free(self.params) and not self._told else []
+
+
+class GridStrategy(Strategy):
+    """Every point of a discrete space, in :meth:`Space.grid` order."""
+
+    name = "grid"
+
+    def __init__(self, space: Space, *, seed: int = 0, failure_value: Optional[float] = None) -> None:
+        super().__init__(space, seed=seed, failure_value=failure_value)
+        self._grid = space.grid()  # raises ConfigError on a continuous space
+        self._cursor = 0
+
+    def _propose(self, n: int) -> list[dict[str, Any]]:
+        out = []
+        # Resume may have told points out of order, so re-check from the first untold point.
+        while self._cursor < len(self._grid) and not self._is_free(self._grid[self._cursor]):
+            self._cursor += 1
+        i = self._cursor
+        while i < len(self._grid) and len(out) < n:
+            if self._is_free(self._grid[i]):
+                out.append(dict(self._grid[i]))
+            i += 1
+        return out
+
+
+class RandomStrategy(Strategy):
+    """Seeded random search; without replacement on a discrete space (a seeded permutation of the grid)."""
+
+    name = "random"
+
+    #: Draws per point before giving up on a continuous space (only exact repeats are redrawn).
+    MAX_DRAWS = 1000
+
+    def __init__(self, space: Space, *, seed: int = 0, failure_value: Optional[float] = None) -> None:
+        super().__init__(space, seed=seed, failure_value=failure_value)
+        self._rng = np.random.default_rng(self.seed)
+        if space.is_discrete:
+            self._grid = space.grid()
+            self._order = [int(i) for i in self._rng.permutation(len(self._grid))]
+        else:
+            self._grid = None
+
+    def _propose(self, n: int) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        keys: set[str] = set()
+        if self._grid is not None:
+            for i in self._order:
+                if len(out) == n:
+                    break
+                if self._is_free(self._grid[i]):
+                    out.append(dict(self._grid[i]))
+            return out
+        for _ in range(n * self.MAX_DRAWS):
+            if len(out) == n:
+                break
+            params = self.space.sample(self._rng)
+            key = point_key(params)
+            if self._is_free(params) and key not in keys:
+                keys.add(key)
+                out.append(params)
+        return out
+
+
+BAYES_ACQ_FUNCS = ("gp_hedge", "EI", "LCB", "PI")
+BAYES_LIARS = ("cl_min", "cl_mean", "cl_max")
+
+
+class BayesStrategy(Strategy):
+    """Gaussian-process Bayesian optimisation with scikit-optimize's ``Optimizer``.
+
+    skopt minimises, so it is told ``-value``. Options: ``acq_func`` (gp_hedge, EI, LCB, PI),
+    ``n_initial_points`` (random points before the GP is used), ``base_estimator`` (default
+    ``"GP"``), ``liar`` (constant-liar strategy for parallel asks: cl_min, cl_mean, cl_max),
+    ``max_retries`` (re-asks after a repeated proposal before falling back to a random
+    unevaluated point), ``n_candidates`` (random points scored by the acquisition function on a
+    discrete space; default ``min(10000, max(500, 20 * grid size))``),
+    ``failure_value``.
+
+    Repeated proposals: when skopt proposes a point already told, the journal's value is told
+    again (the model learns nothing new, but its state moves on) and skopt is asked again; after
+    ``max_retries`` such rounds, a uniformly random untold point is used. Points pending in other
+    workers are shown to skopt with the liar's value, so parallel asks spread out.
+    """
+
+    name = "bayes"
+
+    def __init__(
+        self,
+        space: Space,
+        *,
+        seed: int = 0,
+        acq_func: str = "gp_hedge",
+        n_initial_points: int = 10,
+        base_estimator: str = "GP",
+        liar: str = "cl_min",
+        max_retries: int = 5,
+        n_candidates: Optional[int] = None,
+        failure_value: Optional[float] = None,
+    ) -> None:
+        super().__init__(space, seed=seed, failure_value=failure_value)
+        if acq_func not in BAYES_ACQ_FUNCS:
+            raise ConfigError(f"bayes acq_func must be one of {BAYES_ACQ_FUNCS}, got {acq_func!r}")
+        if liar not in BAYES_LIARS:
+            raise ConfigError(f"bayes liar must be one of {BAYES_LIARS}, got {liar!r}")
+        size = space.size()
+        if n_candidates is None:
+            # Enough random candidates to cover a grid many times over, without scoring 10k on a tiny one.
+            n_candidates = 10000 if size is None else min(10000, max(500, 20 * size))
+        for name, value, low in (("n_initial_points", n_initial_points, 1), ("max_retries", max_retries, 0),
+                                 ("n_candidates", n_candidates, 10)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ConfigError(f"bayes {name} must be an integer >= {low}, got {value!r}")
+        if not isinstance(base_estimator, str) or base_estimator.upper() not in ("GP", "RF", "ET", "GBRT"):
+            raise ConfigError(f"bayes base_estimator must be one of GP, RF, ET, GBRT, got {base_estimator!r}")
+        from skopt import Optimizer  # lazy: skopt/sklearn take a second to import
+
+        self.acq_func, self.liar, self.max_retries = acq_func, liar, max_retries
+        self._rng = np.random.default_rng(self.seed)
+        self._opt = Optimizer(
+            space.to_skopt(),
+            base_estimator=base_estimator,
+            n_initial_points=n_initial_points,
+            acq_func=acq_func,
+            # On a grid, scoring random candidates beats L-BFGS followed by rounding.
+            acq_optimizer="sampling" if space.is_discrete else "auto",
+            acq_optimizer_kwargs={"n_points": n_candidates},
+            random_state=self.seed,
+            avoid_duplicates=False,  # handled below, with the journal's values
+        )
+        self.n_repeated = 0  # repeated proposals answered from the journal
+        self.n_fallbacks = 0  # random points used after max_retries
+
+    def _observe(self, params: dict[str, Any], value: float, fit: bool) -> None:
+        with _quiet():
+            self._opt.tell(self.space.to_skopt_point(params), -value, fit=fit)
+
+    def _lie(self) -> float:
+        yi = self._opt.yi
+        if not yi:
+            return 0.0
+        return {"cl_min": min, "cl_max": max, "cl_mean": lambda v: float(np.mean(v))}[self.liar](yi)
+
+    def _ask_skopt(self, n: int, extra_pending: list[dict[str, Any]]) -> list[list[Any]]:
+        pending = list(self._pending.values()) + extra_pending
+        opt = self._opt
+        with _quiet():
+            if pending:
+                opt = self._opt.copy(random_state=int(self._rng.integers(2**31 - 1)))
+                opt.tell([self.space.to_skopt_point(p) for p in pending], [self._lie()] * len(pending))
+            if n == 1:
+                return [opt.ask()]
+            return opt.ask(n_points=n, strategy=self.liar)
+
+    def _propose(self, n: int) -> list[dict[str, Any]]:
+        remaining = self.remaining
+        if remaining is not None:
+            n = min(n, remaining)
+        out: list[dict[str, Any]] = []
+        keys: set[str] = set()
+        retries = 0
+        while len(out) < n and retries <= self.max_retries:
+            repeated = False
+            for x in self._ask_skopt(n - len(out), out):
+                params = self.space.from_skopt(x)
+                key = point_key(params)
+                if key in self._told:
+                    # Answer from the journal instead of spending a trial on it.
+                    self.n_repeated += 1
+                    repeated = True
+                    with _quiet():
+                        self._opt.tell(self.space.to_skopt_point(params), -self._told[key])
+                elif key in self._pending or key in keys:
+                    repeated = True
+                else:
+                    keys.add(key)
+                    out.append(params)
+            if repeated:
+                retries += 1
+        while len(out) < n:
+            params = self._random_free(keys)
+            if params is None:
+                break
+            self.n_fallbacks += 1
+            keys.add(point_key(params))
+            out.append(params)
+        return out
+
+    def _random_free(self, taken: set[str]) -> Optional[dict[str, Any]]:
+        if self.space.is_discrete:
+            free = [p for p in self.space.grid() if self._is_free(p) and point_key(p) not in taken]
+            return dict(free[int(self._rng.integers(len(free)))]) if free else None
+        for _ in range(1000):
+            params = self.space.sample(self._rng)
+            if self._is_free(params) and point_key(params) not in taken:
+                return params
+        return None
+
+
+class _quiet(warnings.catch_warnings):
+    """Context for skopt calls: one BLAS thread, and skopt's/sklearn's expected warnings silenced.
+
+    The GP works on matrices of at most a few hundred rows; a multi-threaded OpenBLAS only adds
+    synchronisation there, and on a busy machine it made each fit about 8x slower (measured).
+    The repeated-point warning is handled by the strategy, and GP convergence warnings are harmless.
+    """
+
+    def __enter__(self) -> Any:
+        result = super().__enter__()
+        warnings.simplefilter("ignore", UserWarning)
+        try:
+            from sklearn.exceptions import ConvergenceWarning
+
+            warnings.simplefilter("ignore", ConvergenceWarning)
+        except ImportError:  # pragma: no cover - sklearn comes with skopt
+            pass
+        self._limits = None
+        try:
+            from threadpoolctl import threadpool_limits
+
+            self._limits = threadpool_limits(limits=1, user_api="blas")
+        except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+            pass
+        return result
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._limits is not None:
+            self._limits.restore_original_limits()
+        super().__exit__(*exc)
+
+
+# BiT-HyperRule (Kolesnikov et al. 2019, "Big Transfer", section 3.3)
+BIT_LR = 0.003
+BIT_MOMENTUM = 0.9
+BIT_BATCH_SIZE = 512  # the batch size the rule's step counts refer to
+BIT_MIXUP_ALPHA = 0.1
+BIT_SCHEDULE_MILESTONES = (0.3, 0.6, 0.9)  # lr x0.1 at these fractions of training
+
+
+@dataclass(frozen=True)
+class BitRule:
+    """What BiT-HyperRule picks for a dataset; :meth:`params` gives the TrainConfig fields."""
+
+    train_size: int
+    image_hw: tuple[int, int]
+    batch_size: int
+    steps: int  # steps at BIT_BATCH_SIZE, as in the paper
+    epochs: int
+    image_size: int
+    resize_short: int
+    mixup: bool
+
+    def params(self) -> dict[str, Any]:
+        """TrainConfig fields: lr, momentum, l2_decay, schedule, label_smoothing, mixup[, mixup_alpha], epochs, image_size, resize_short."""
+        out: dict[str, Any] = {
+            "lr": BIT_LR,
+            "momentum": BIT_MOMENTUM,
+            "l2_decay": 0.0,
+            "schedule": "step",
+            "label_smoothing": False,
+            "mixup": self.mixup,
+            "epochs": self.epochs,
+            "image_size": self.image_size,
+            "resize_short": self.resize_short,
+        }
+        if self.mixup:
+            out["mixup_alpha"] = BIT_MIXUP_ALPHA
+        return out
+
+
+def bit_rule(train_size: int, image_hw: Any, batch_size: int = BIT_BATCH_SIZE) -> BitRule:
+    """Apply BiT-HyperRule to a dataset of ``train_size`` images of typical size ``image_hw``.
+
+    - Steps: < 20k examples -> 500, < 500k -> 10k, else 20k (at batch 512). ``epochs`` keeps the
+      number of examples seen: ``ceil(steps * 512 / train_size)``, whatever ``batch_size`` the
+      trial uses (``batch_size`` is recorded, the learning rate is the paper's 0.003 unchanged).
+    - Resolution: area below 96x96 -> resize 160, crop 128; otherwise resize 448, crop 384.
+    - Mixup with alpha 0.1 above 20k examples, none below.
+    """
+    if isinstance(train_size, bool) or not isinstance(train_size, (int, np.integer)) or train_size < 1:
+        raise ConfigError(f"bit strategy: train_size must be a positive integer, got {train_size!r}")
+    if isinstance(image_hw, (int, np.integer)) and not isinstance(image_hw, bool):
+        hw = (int(image_hw), int(image_hw))
+    elif isinstance(image_hw, (list, tuple)) and len(image_hw) == 2:
+        hw = (int(image_hw[0]), int(image_hw[1]))
+    else:
+        raise ConfigError(f"bit strategy: image_hw must be an int or (height, width), got {image_hw!r}")
+    if min(hw) < 1:
+        raise ConfigError(f"bit strategy: image_hw must be positive, got {image_hw!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"bit strategy: batch_size must be a positive integer, got {batch_size!r}")
+    steps = 500 if train_size < 20_000 else 10_000 if train_size < 500_000 else 20_000
+    small = hw[0] * hw[1] < 96 * 96
+    return BitRule(
+        train_size=int(train_size),
+        image_hw=hw,
+        batch_size=batch_size,
+        steps=steps,
+        epochs=max(1, math.ceil(steps * BIT_BATCH_SIZE / train_size)),
+        image_size=128 if small else 384,
+        resize_short=160 if small else 448,
+        mixup=train_size > 20_000,
+    )
+
+
+class BitStrategy(Strategy):
+    """BiT-HyperRule as a one-trial baseline (needs ``train_size`` and ``image_hw``; see :func:`bit_rule`).
+
+    The space is not used: the point has the rule's keys (see :meth:`BitRule.params`).
+    """
+
+    name = "bit"
+
+    def __init__(self, space: Space, *, seed: int = 0, train_size: Optional[int] = None, image_hw: Any = None,
+                 batch_size: int = BIT_BATCH_SIZE, failure_value: Optional[float] = None) -> None:
+        super().__init__(space, seed=seed, failure_value=failure_value)
+        if train_size is None or image_hw is None:
+            raise ConfigError("the bit strategy needs the dataset's train_size and typical image_hw (height, width)")
+        self.rule = bit_rule(train_size, image_hw, batch_size)
+
+    def _propose(self, n: int) -> list[dict[str, Any]]:
+        params = self.rule.params()
+        return [params] if self._is_free(params) and not self._told else []
+
+
+STRATEGIES: dict[str, type[Strategy]] = {
+    cls.name: cls for cls in (FixedStrategy, GridStrategy, RandomStrategy, BayesStrategy, BitStrategy)
+}
+
+
+def make_strategy(name: str, space: Space, *, seed: int = 0, **options: Any) -> Strategy:
+    """Build strategy ``name`` (fixed, grid, random, bayes, bit) over ``space``.
+
+    ``options`` are the strategy's keyword arguments (see each class); an unknown option raises
+    ConfigError naming the strategy and the options it accepts.
+    """
+    if name not in STRATEGIES:
+        raise ConfigError(f"unknown strategy {name!r}; choose one of {sorted(STRATEGIES)}")
+    cls = STRATEGIES[name]
+    import inspect
+
+    accepted = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "space", "seed")]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ConfigError(f"strategy {name!r} does not take option(s) {unknown}; it accepts {accepted}")
+    return cls(space, seed=seed, **options)

@@ -1,0 +1,63 @@
+"""Shared pytest fixtures: tiny image writers and image-folder datasets in tmp_path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import numpy as np
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+FLOWERS12 = (REPO_ROOT / ".." / "shared" / "datasets" / "flowers12").resolve()
+
+
+def _write_image(path: Path, *, size: tuple[int, int] = (20, 24), seed: int = 0, ext: str | None = None) -> Path:
+    """Write a random BGR image to ``path`` (format from ``ext`` or the suffix) and return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = np.random.default_rng(seed).integers(0, 256, size=(*size, 3), dtype=np.uint8)
+    ok, buf = cv2.imencode(ext or path.suffix or ".jpg", img)
+    assert ok
+    path.write_bytes(buf.tobytes())
+    return path
+
+
+@pytest.fixture
+def write_image() -> Callable[..., Path]:
+    """``write_image(path, size=(h, w), seed=0, ext=None)``: write a small random image file."""
+    return _write_image
+
+
+@pytest.fixture
+def image_folder_dataset(tmp_path: Path) -> Callable[..., Path]:
+    """Factory: ``make(splits={"train": 10, "test": 4}, classes=("a", "b", "c"))`` → root of
+    ``root/<split>/<class>/NNN.jpg`` with that many small images per class."""
+
+    def make(splits: dict[str, int] | None = None, classes: tuple[str, ...] = ("a", "b", "c"), name: str = "imgs") -> Path:
+        splits = splits or {"train": 10, "test": 4}
+        root = tmp_path / name
+        for s_i, (split, count) in enumerate(splits.items()):
+            for c_i, cls in enumerate(classes):
+                for i in range(count):
+                    _write_image(root / split / cls / f"{i:03d}.jpg", seed=s_i * 10_000 + c_i * 100 + i)
+        return root
+
+    return make
+
+
+@pytest.fixture
+def flowers12_root() -> Path:
+    """The shared flowers12 image folders (``../shared/datasets/flowers12``); skips when absent."""
+    if not (FLOWERS12 / "train").is_dir():
+        pytest.skip(f"flowers12 not found at {FLOWERS12} (expected ../shared/datasets/flowers12 beside the repo)")
+    return FLOWERS12
+
+
+@pytest.fixture
+def tlbench_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty ``TLBENCH_CACHE`` for the test, so nothing touches the user's cache."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("TLBENCH_CACHE", str(cache))
+    return cache

@@ -1,0 +1,76 @@
+"""``bench report``: report.md, report.json and plots from fixed / grid / bayes runs (analytic objective)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench.cli import main
+from bench.report import REPORT_JSON, REPORT_MD, convergence, pareto_front, write_report
+from search.analytic import AnalyticObjective, analytic_value
+from search.journal import Journal, SearchMeta
+from search.runner import run_search
+from search.space import default_space
+from search.trial import Trial, TrialState
+
+
+def make_run(path, strategy, n_trials=None, fail_on=None, **options):
+    meta = SearchMeta(strategy=strategy, space=default_space(), seed=0, options=options, dataset="demo")
+    with Journal.create(path, meta) as journal:
+        run_search(AnalyticObjective(fail_on=fail_on), meta.build_strategy(), journal, n_trials=n_trials)
+    return path
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    bad = default_space().grid()[5]
+    return [
+        make_run(root / "fixed", "fixed"),
+        make_run(root / "grid", "grid", fail_on=[bad]),
+        make_run(root / "bayes", "bayes", n_trials=5, acq_func="EI", n_initial_points=4),
+    ]
+
+
+def test_report_files_and_the_seeds_table(runs, tmp_path):
+    report = write_report(runs, tmp_path)
+    for name in (REPORT_MD, REPORT_JSON, "convergence.png", "effects-demo-grid.png", "pareto-demo-grid.png"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    on_disk = json.loads((tmp_path / REPORT_JSON).read_text())
+    assert on_disk["seed_table"] == report["seed_table"]
+    (row,) = report["seed_table"]
+    fixed, grid, bayes = report["runs"]
+    assert row["fixed"] == pytest.approx(analytic_value({"lr": 0.003, "l2_decay": 1e-4}))
+    assert row["grid"] == pytest.approx(0.91) == grid["best"]["value"]
+    assert row["bayes"] == bayes["best"]["value"] and row["bayes_trials"] == 5
+    assert row["grid_time_s"] == pytest.approx(sum(t["timings"]["trial_s"] for t in grid["trials"]))
+    assert grid["counts"] == {"RUNNING": 0, "COMPLETE": 195, "FAILED": 1, "PRUNED": 0}
+    # Effects: one row per level, means computed over the complete trials of that level.
+    lr_rows = {r["level"]: r for r in grid["effects"]["lr"]}
+    assert sorted(lr_rows) == [0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1]
+    assert lr_rows[0.01]["n"] == 28 and lr_rows[0.01]["max"] == pytest.approx(0.91)
+    md = (tmp_path / REPORT_MD).read_text()
+    assert "| Dataset | Fixed (%) | Grid search (%) | Grid search time | Bayesian search (%) | Bayesian search time |" in md
+    assert "91.00" in md and "![convergence](convergence.png)" in md and "RuntimeError: synthetic failure" in md
+
+
+def test_convergence_is_the_running_best():
+    trials = [Trial(1, {}, TrialState.COMPLETE, 0.5), Trial(2, {}, TrialState.FAILED),
+              Trial(3, {}, TrialState.COMPLETE, 0.4), Trial(4, {}, TrialState.COMPLETE, 0.7),
+              Trial(5, {}, TrialState.RUNNING)]
+    assert convergence(trials) == [0.5, 0.5, 0.5, 0.7]
+    assert convergence([Trial(1, {}, TrialState.FAILED)]) == [None]
+
+
+def test_pareto_front_matches_brute_force():
+    points = [(1, 0.90, 20.0), (2, 0.85, 10.0), (3, 0.80, 12.0), (4, 0.92, 30.0), (5, 0.90, 25.0), (6, 0.70, 9.0)]
+    assert pareto_front(points) == [6, 2, 1, 4]
+
+
+def test_bench_report_command(runs, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["report", *map(str, runs), "--out-dir", str(out)]) == 0
+    assert (out / REPORT_MD).stat().st_size > 0 and (out / "pareto-demo-bayes.png").stat().st_size > 0
+    assert main(["report", str(tmp_path / "nowhere")]) == 2
+    assert "not a search run directory" in capsys.readouterr().err

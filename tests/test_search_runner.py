@@ -1,0 +1,216 @@
+"""The runner: failures, pruning, Ctrl-C, parallel workers, Ray's absence, and replay."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import pytest
+
+from bench.cli import main
+from harness.errors import ConfigError, TlbenchError
+from search.analytic import ANALYTIC_OPTIMUM, AnalyticObjective, analytic_value
+from search.journal import JOURNAL_NAME, Journal, SearchMeta, read_records
+from search.replay import ReplayObjective, StrategyConfig, compare_strategies, parse_strategy_configs
+from search.runner import current_trial, run_search
+from search.space import Boolean, Categorical, Space, default_space, point_key
+from search.trial import TrialPruned, TrialState
+
+SMALL = Space({"lr": Categorical([0.1, 0.01, 0.001]), "l2_decay": Categorical([1e-4]), "mixup": Boolean()})
+
+
+def start(tmp_path, strategy="grid", space=SMALL, **options):
+    meta = SearchMeta(strategy=strategy, space=space, seed=0, options=options, dataset="demo")
+    return Journal.create(tmp_path, meta), meta
+
+
+def test_failed_trial_is_journaled_with_its_error_and_the_search_goes_on(tmp_path):
+    bad = SMALL.grid()[1]
+    journal, meta = start(tmp_path)
+    strategy = meta.build_strategy()
+    with journal:
+        result = run_search(AnalyticObjective(fail_on=[bad]), strategy, journal)
+    assert result.exhausted and len(result.trials) == 6
+    failed = [t for t in result.trials if t.state is TrialState.FAILED]
+    assert [t.params for t in failed] == [bad]
+    assert failed[0].error.startswith("RuntimeError: synthetic failure")
+    record = next(r for r in read_records(tmp_path / JOURNAL_NAME) if r["state"] == "FAILED")
+    assert "Traceback" in record["traceback"] and "synthetic failure" in record["traceback"]
+    # The strategy was told the penalty: the worst value seen before the failure.
+    assert strategy._told[point_key(bad)] == result.trials[0].value
+    assert result.best.value == max(t.value for t in result.trials if t.value is not None)
+
+
+def test_non_finite_values_fail_and_pruned_trials_are_pruned(tmp_path):
+    def objective(params):
+        if params["mixup"]:
+            raise TrialPruned("not promising")
+        return {"value": float("nan") if params["lr"] == 0.1 else analytic_value(params)}
+
+    journal, meta = start(tmp_path)
+    with journal:
+        result = run_search(objective, meta.build_strategy(), journal)
+    states = {(t.params["lr"], t.params["mixup"]): t.state for t in result.trials}
+    assert states[(0.1, False)] is TrialState.FAILED
+    assert all(states[(lr, True)] is TrialState.PRUNED for lr in (0.1, 0.01, 0.001))
+    assert states[(0.01, False)] is TrialState.COMPLETE
+    nan_trial = next(t for t in result.trials if t.params == {"lr": 0.1, "l2_decay": 1e-4, "mixup": False})
+    assert "non-finite" in nan_trial.error
+
+
+def test_keyboard_interrupt_stops_cleanly_and_the_search_resumes(tmp_path):
+    calls = []
+
+    def objective(params):
+        calls.append(params)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return analytic_value(params)
+
+    journal, meta = start(tmp_path)
+    with journal:
+        result = run_search(objective, meta.build_strategy(), journal, n_trials=5)
+    assert result.interrupted
+    assert result.resume_hint == f"bench search --resume {tmp_path}"
+    assert [t.state for t in result.trials] == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.RUNNING]
+
+    with Journal.resume(tmp_path, meta) as journal:
+        result = run_search(objective, journal.rebuild_strategy(), journal, n_trials=5)
+    assert not result.interrupted
+    assert [t.state for t in result.trials] == [TrialState.COMPLETE] * 5
+    assert calls[3] == calls[2]  # the interrupted point ran first, under its old id
+    assert len({point_key(t.params) for t in result.trials}) == 5
+
+
+def test_objective_sees_its_trial_context(tmp_path):
+    seen = []
+
+    def objective(params):
+        seen.append(current_trial())
+        return 0.5
+
+    journal, meta = start(tmp_path)
+    with journal:
+        run_search(objective, meta.build_strategy(), journal, n_trials=2)
+    assert [c.trial for c in seen] == [1, 2]
+    assert seen[0].worker == 0 and seen[0].run_dir == str(tmp_path)
+    assert current_trial() is None  # restored after each trial
+
+
+def test_two_worker_processes_run_trials_in_parallel(tmp_path):
+    journal, meta = start(tmp_path, strategy="random")
+    with journal:
+        result = run_search(AnalyticObjective(sleep_s=0.5, record_context=True), meta.build_strategy(), journal,
+                            n_trials=4, workers=2, devices=["dev0", "dev1"])
+    trials = result.trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
+    assert {t.worker for t in trials} == {0, 1}
+    for t in trials:
+        assert t.metrics["worker"] == t.worker
+        assert t.metrics["cuda_visible_devices"] == ["dev0", "dev1"][t.worker]
+        assert t.metrics["pid"] != os.getpid()
+    first, second = trials[0], trials[1]
+    assert first.started_at < second.finished_at and second.started_at < first.finished_at  # overlapped
+    assert len({point_key(t.params) for t in trials}) == 4
+
+
+def test_a_crashed_worker_fails_only_its_trial(tmp_path):
+    crash = SMALL.grid()[0]
+    journal, meta = start(tmp_path)
+    with journal:
+        result = run_search(AnalyticObjective(crash_on=[crash]), meta.build_strategy(), journal, n_trials=3,
+                            workers=2, fresh_process=False)
+    states = [t.state for t in result.trials]
+    assert states[0] is TrialState.FAILED and "worker failed" in result.trials[0].error
+    assert states[1:] == [TrialState.COMPLETE, TrialState.COMPLETE]
+
+
+def test_ray_backend_without_ray_says_how_to_install(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)
+    journal, meta = start(tmp_path)
+    with journal, pytest.raises(ConfigError, match="pip install 'ray"):
+        run_search(AnalyticObjective(), meta.build_strategy(), journal, n_trials=1, backend="ray")
+
+
+def test_run_search_validates_its_arguments(tmp_path):
+    journal, meta = start(tmp_path)
+    with journal:
+        for kwargs, match in (({"n_trials": 0}, "n_trials"), ({"workers": 0}, "workers"),
+                              ({"workers": 2, "devices": ["0"]}, "devices"), ({"backend": "dask"}, "backend")):
+            with pytest.raises(ConfigError, match=match):
+                run_search(AnalyticObjective(), meta.build_strategy(), journal, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def grid_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("grid")
+    meta = SearchMeta(strategy="grid", space=default_space(), dataset="demo")
+    with Journal.create(run_dir, meta) as journal:
+        run_search(AnalyticObjective(), meta.build_strategy(), journal)
+    return run_dir
+
+
+def test_replay_objective_answers_from_the_journal(grid_run):
+    objective = ReplayObjective(grid_run)
+    point = default_space().grid()[17]
+    assert objective(point)["value"] == pytest.approx(analytic_value(point))
+    assert objective.best_value == pytest.approx(analytic_value(ANALYTIC_OPTIMUM))
+    assert objective.space == default_space()
+    with pytest.raises(TlbenchError, match="not in the replayed journal"):
+        objective({**point, "lr": 0.5})
+
+
+def test_replayed_search_reproduces_the_grid(grid_run, tmp_path):
+    meta = SearchMeta(strategy="random", space=default_space(), seed=5)
+    with Journal.create(tmp_path, meta) as journal:
+        result = run_search(ReplayObjective(grid_run), meta.build_strategy(), journal, n_trials=10)
+    assert all(t.value == pytest.approx(analytic_value(t.params)) for t in result.trials)
+
+
+def test_compare_strategies_counts_trials_to_the_target(grid_run):
+    configs = [StrategyConfig("random", "random"),
+               StrategyConfig("bayes-EI", "bayes", {"acq_func": "EI", "n_initial_points": 5})]
+    result = compare_strategies(ReplayObjective(grid_run), configs, seeds=3, within=0.02)
+    assert result["grid_size"] == 196 and result["target"] == pytest.approx(0.91 - 0.02)
+    for row in result["strategies"]:
+        assert len(row["trials"]) == 3 and row["reached"] == 3
+        assert all(1 <= n <= 196 for n in row["trials"])
+        assert row["q1"] <= row["median"] <= row["q3"]
+    json.dumps(result, allow_nan=False)
+    # Within 0 of the best, random search needs the rank of the optimum in its permutation.
+    exact = compare_strategies(ReplayObjective(grid_run), [StrategyConfig("r", "random")], seeds=2, within=0.0)
+    assert exact["strategies"][0]["reached"] == 2
+
+
+def test_parse_strategy_configs():
+    configs = parse_strategy_configs(["random", "bayes:acq_func=EI,n_initial_points=5,failure_value=0.1"])
+    assert configs[1].options == {"acq_func": "EI", "n_initial_points": 5, "failure_value": 0.1}
+    with pytest.raises(TlbenchError, match="key=value"):
+        parse_strategy_configs(["bayes:EI"])
+
+
+def test_bench_replay_command(grid_run, tmp_path, capsys):
+    out = tmp_path / "replay.json"
+    rc = main(["replay", str(grid_run), "--strategies", "random", "--seeds", "4", "--within", "0.4", "--json",
+               "--out", str(out)])
+    assert rc == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == json.loads(out.read_text())
+    assert printed["within"] == pytest.approx(0.004) and printed["strategies"][0]["reached"] == 4
+    assert main(["replay", str(grid_run), "--seeds", "0"]) == 2
+
+
+@pytest.mark.slow
+def test_ray_backend_on_a_local_cluster(tmp_path):
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        journal, meta = start(tmp_path, strategy="random")
+        with journal:
+            result = run_search(AnalyticObjective(sleep_s=0.2, record_context=True), meta.build_strategy(), journal,
+                                n_trials=4, workers=2, backend="ray")
+    finally:
+        ray.shutdown()
+    assert [t.state for t in result.trials] == [TrialState.COMPLETE] * 4
+    assert all(t.metrics["worker"] == t.worker and t.metrics["pid"] != os.getpid() for t in result.trials)
