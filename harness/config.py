@@ -53,6 +53,7 @@ class TrainConfig:
     workers: int = 2
     threads: Optional[int] = None
     strict_data: bool = False
+    download: bool = False
     out_dir: str = "runs"
     run_name: Optional[str] = None
 
@@ -89,7 +90,7 @@ class TrainConfig:
             raise ConfigError(f"amp must be one of {AMP_MODES}, got {self.amp!r}")
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        for flag in ("label_smoothing", "mixup", "strict_data"):
+        for flag in ("label_smoothing", "mixup", "strict_data", "download"):
             value = getattr(self, flag)
             if not isinstance(value, bool):
                 # numpy.bool_ from a search sampler is fine; anything else is a mistake.

@@ -31,9 +31,9 @@ class EvalResult:
 
     ``latency`` summarises the predictor time per batch (ms); ``images_per_sec`` is end to
     end (decode + preprocess + inference over the wall time of the loop, warm-up excluded).
-    ``input_wait_s`` is how long inference waited for preprocessed batches in total: near
-    zero means the input pipeline kept up. ``logits``, ``labels`` and ``paths`` are kept for
-    callers and left out of :meth:`to_dict`.
+    ``input_wait_s`` is how long inference waited for preprocessed batches in total (near
+    zero means the input pipeline kept up) and ``inference_s`` the total predictor time.
+    ``logits``, ``labels`` and ``paths`` are kept for callers and left out of :meth:`to_dict`.
     """
 
     top1: float
@@ -46,6 +46,7 @@ class EvalResult:
     images_per_sec: float
     wall_s: float
     input_wait_s: float
+    inference_s: float
     latency: dict[str, float]
     batch_size: int
     workers: int
@@ -76,6 +77,7 @@ class EvalResult:
             "images_per_sec": float(self.images_per_sec),
             "wall_s": float(self.wall_s),
             "input_wait_s": float(self.input_wait_s),
+            "inference_s": float(self.inference_s),
             "batch_latency": {k: float(v) for k, v in self.latency.items()},
             "batch_size": int(self.batch_size),
             "workers": int(self.workers),
@@ -206,6 +208,7 @@ def evaluate(
         images_per_sec=n / wall if wall > 0 else float("nan"),
         wall_s=wall,
         input_wait_s=wait_s,
+        inference_s=float(sum(latencies)),
         latency=latency_summary(latencies),
         batch_size=int(batch_size),
         workers=int(workers),

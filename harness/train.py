@@ -84,6 +84,7 @@ def load_splits(cfg: TrainConfig) -> DatasetSplits:
         val_fraction=cfg.val_fraction,
         seed=cfg.split_seed,
         strict=cfg.strict_data,
+        download=cfg.download,
     )
 
 

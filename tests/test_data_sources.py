@@ -364,3 +364,24 @@ def test_report_write_roundtrip(image_folder_dataset, tmp_path):
     assert data["counts"]["train"] == 27 and data["val_carved"] is True
     assert data["skipped"] == [{"path": "/x.jpg", "reason": "empty file"}]
     assert not ds.report.add_skipped("/x.jpg", "again")
+
+
+def test_report_add_skipped_is_thread_safe():
+    import threading
+
+    from harness.data import DataReport
+
+    report = DataReport()
+    barrier = threading.Barrier(8)
+
+    def add(worker: int) -> None:
+        barrier.wait()
+        for i in range(200):
+            report.add_skipped(f"/img/{i % 50}.jpg", f"worker {worker}")
+
+    threads = [threading.Thread(target=add, args=(w,)) for w in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(p for p, _ in report.skipped) == sorted(f"/img/{i}.jpg" for i in range(50))

@@ -98,7 +98,7 @@ def test_divergence_is_detected(tmp_path):
 def test_flowers12_short_fine_tune_beats_chance(tmp_path):
     cfg = TrainConfig(
         model="ResNet18_vd", dataset="folder", data_root=str(FLOWERS12), image_size=32, epochs=4,
-        batch_size=32, lr=0.1, l2_decay=1e-4, warmup_epochs=0.5, out_dir=str(tmp_path), run_name="f12",
+        batch_size=16, lr=0.02, l2_decay=1e-4, out_dir=str(tmp_path), run_name="f12",
     )
     result = train.fine_tune(cfg)
     chance = 1 / 12

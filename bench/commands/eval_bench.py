@@ -137,10 +137,13 @@ def run(args: argparse.Namespace) -> int:
         predictor.warmup()
         paths = [s.path for s in samples]
         ours_ips, naive_ips, ours, naive_logits = [], [], None, None
+        ours_wait, ours_infer = [], []
         for _ in range(args.repeats):
             ours = evaluate(predictor, samples, splits.classes, batch_size=args.batch_size, workers=args.workers,
                             warmup=False)
             ours_ips.append(ours.images_per_sec)
+            ours_wait.append(ours.input_wait_s)
+            ours_infer.append(ours.inference_s)
             naive_logits, naive_s = naive_loop(predictor, paths, args.batch_size)
             naive_ips.append(len(paths) / naive_s)
         if ours.num_skipped:
@@ -152,6 +155,7 @@ def run(args: argparse.Namespace) -> int:
             "batch_size": args.batch_size, "workers": args.workers, "repeats": args.repeats,
             "ours_images_per_sec": float(np.median(ours_ips)), "naive_images_per_sec": float(np.median(naive_ips)),
             "ours_runs": ours_ips, "naive_runs": naive_ips,
+            "ours_input_wait_s": float(np.median(ours_wait)), "ours_inference_s": float(np.median(ours_infer)),
             "argmax_agreement": agree, "ours_top1": ours.top1,
             "naive_top1": float(np.mean(np.argmax(naive_logits, 1) == ours.labels)),
             "environment": _environment(predictor),

@@ -48,9 +48,11 @@ class Row:
     stage: str  # decode | preprocess | end-to-end
     impl: str
     threads: int
-    img_per_s: float
-    ms_per_batch: float
-    speedup: Optional[float] = None  # vs the reference row of the same stage, images and threads
+    img_per_s: float  # wall clock
+    ms_per_batch: float  # wall clock
+    cpu_ms_per_image: float  # process CPU time (all threads) per image
+    speedup: Optional[float] = None  # wall-clock, vs the reference row of the same stage, images, threads
+    cpu_speedup: Optional[float] = None  # the same ratio of CPU time per image
     bound_img_per_s: Optional[float] = None  # bytes-moved bound (fused preprocessing rows)
 
 
@@ -106,25 +108,41 @@ def _make_large(seeds: Sequence[bytes], count: int, size: tuple[int, int]) -> li
     return blobs
 
 
-def _median_seconds(fn: Callable[[], Any], repeats: int) -> float:
+@dataclass(frozen=True)
+class Timing:
+    """Median wall-clock seconds of one call, and the process CPU seconds of that same repetition.
+
+    CPU time (all threads of the process) is what a call costs in cores; on a shared machine it
+    is also far less disturbed by other processes than wall-clock time.
+    """
+
+    wall: float
+    cpu: float
+
+
+def _measure(fn: Callable[[], Any], repeats: int) -> Timing:
     fn()  # warm-up: caches, thread pools, lazy imports
-    times = []
+    samples = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        wall, cpu = time.perf_counter(), time.process_time()
         fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        samples.append((time.perf_counter() - wall, time.process_time() - cpu))
+    samples.sort()
+    return Timing(*samples[len(samples) // 2])
 
 
 def _batches(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
+BANDWIDTH_BUFFER_BYTES = 256 * 2**20  # far beyond the caches
+
+
 def memory_bandwidth_gbs() -> float:
     """Sustained single-thread copy bandwidth (bytes read + written per second, GB/s)."""
-    src = np.ones(32 * 2**20, np.float64)  # 256 MiB, far beyond the caches
+    src = np.ones(BANDWIDTH_BUFFER_BYTES // 8, np.float64)
     dst = np.empty_like(src)
-    seconds = _median_seconds(lambda: np.copyto(dst, src), 3)
+    seconds = _measure(lambda: np.copyto(dst, src), 3).wall
     return 2 * src.nbytes / seconds / 1e9
 
 
@@ -211,42 +229,45 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             images = [cv2_decode(b) for b in blobs]
             batches = _batches(images, bs)
             blob_batches = _batches(blobs, bs)
+            nb = len(batches)
+
+            def row(stage: str, impl: str, threads: int, t: Timing, base: Optional[Timing] = None,
+                    bound_img_per_s: Optional[float] = None) -> Row:
+                return Row(label, stage, impl, threads, n / t.wall, t.wall / nb * 1e3, t.cpu / n * 1e3,
+                           speedup=base.wall / t.wall if base else None,
+                           cpu_speedup=base.cpu / t.cpu if base else None, bound_img_per_s=bound_img_per_s)
+
             cv2.setNumThreads(1)
             for name, dec in decoders.items():
-                t = _median_seconds(lambda: [dec(b) for b in blobs], reps)
-                rows.append(Row(label, "decode", name, 1, n / t, t / len(batches) * 1e3))
+                rows.append(row("decode", name, 1, _measure(lambda: [dec(b) for b in blobs], reps)))
             bytes_per_image = statistics.mean(fused_bytes_per_image(im.shape[:2], args.resize_short, args.crop_size)
                                               for im in images)
             bound = bandwidth * 1e9 / bytes_per_image
+            out = np.empty((bs, 3, args.crop_size, args.crop_size), np.float32)
             for threads in sorted({1, all_threads}):
                 cv2.setNumThreads(1 if threads == 1 else default_cv2_threads)
-                t_ref = _median_seconds(lambda: [kernels.preprocess_reference(b, **kw) for b in batches], reps)
-                rows.append(Row(label, "preprocess", "reference op chain", threads, n / t_ref, t_ref / len(batches) * 1e3))
-                out = np.empty((bs, 3, args.crop_size, args.crop_size), np.float32)
+                t_ref = _measure(lambda: [kernels.preprocess_reference(b, **kw) for b in batches], reps)
+                rows.append(row("preprocess", "reference op chain", threads, t_ref))
 
                 def fused_all() -> None:
                     for b in batches:
                         kernels.preprocess(b, threads=threads, out=out[: len(b)], **kw)
 
-                t_fused = _median_seconds(fused_all, reps)
-                rows.append(Row(label, "preprocess", "fused", threads, n / t_fused, t_fused / len(batches) * 1e3,
-                                speedup=t_ref / t_fused, bound_img_per_s=bound))
+                rows.append(row("preprocess", "fused", threads, _measure(fused_all, reps), t_ref, bound))
                 pool = ThreadPoolExecutor(threads) if threads > 1 else None
 
                 def decode_batch(dec: Callable[[bytes], np.ndarray], blob_batch: Sequence[bytes]) -> list[np.ndarray]:
                     return list(pool.map(dec, blob_batch)) if pool else [dec(b) for b in blob_batch]
 
-                t_e2e_ref = _median_seconds(
+                t_e2e_ref = _measure(
                     lambda: [kernels.preprocess_reference(decode_batch(cv2_decode, bb), **kw) for bb in blob_batches], reps)
-                rows.append(Row(label, "end-to-end", "opencv + reference", threads, n / t_e2e_ref,
-                                t_e2e_ref / len(batches) * 1e3))
+                rows.append(row("end-to-end", "opencv + reference", threads, t_e2e_ref))
                 for name in ("simplejpeg", "simplejpeg-dct"):
                     dec = decoders[name]
-                    t = _median_seconds(
+                    t = _measure(
                         lambda: [kernels.preprocess(decode_batch(dec, bb), threads=threads, **kw) for bb in blob_batches],
                         reps)
-                    rows.append(Row(label, "end-to-end", f"{name} + fused", threads, n / t, t / len(batches) * 1e3,
-                                    speedup=t_e2e_ref / t))
+                    rows.append(row("end-to-end", f"{name} + fused", threads, t, t_e2e_ref))
                 if pool:
                     pool.shutdown()
     finally:
@@ -270,13 +291,18 @@ def _print_table(result: dict[str, Any]) -> None:
     table = Table(title=f"bench preprocess — batch {env['batch_size']}, {env['resize_short']}→{env['crop_size']}, "
                         f"{env['cpu']}, {env['threads_all']} threads, copy bandwidth {env['memory_bandwidth_gbs']} GB/s")
     for col, justify in (("images", "left"), ("stage", "left"), ("implementation", "left"), ("threads", "right"),
-                         ("img/s", "right"), ("ms/batch", "right"), ("speed-up", "right"), ("bytes-moved bound img/s", "right")):
+                         ("img/s", "right"), ("ms/batch", "right"), ("CPU ms/img", "right"), ("speed-up", "right"),
+                         ("CPU speed-up", "right"), ("bound img/s", "right")):
         table.add_column(col, justify=justify)
     for r in result["rows"]:
         table.add_row(r["images"], r["stage"], r["impl"], str(r["threads"]), f"{r['img_per_s']:,.0f}",
-                      f"{r['ms_per_batch']:.2f}", f"{r['speedup']:.1f}×" if r["speedup"] else "",
+                      f"{r['ms_per_batch']:.2f}", f"{r['cpu_ms_per_image']:.3f}",
+                      f"{r['speedup']:.1f}×" if r["speedup"] else "",
+                      f"{r['cpu_speedup']:.1f}×" if r["cpu_speedup"] else "",
                       f"{r['bound_img_per_s']:,.0f}" if r["bound_img_per_s"] else "")
     console.print(table)
+    console.print("speed-up: wall clock vs the reference row above it; CPU speed-up: the same for process CPU time "
+                  "per image. bound img/s: copy bandwidth / bytes the fused kernel must move per image.")
     console.print(f"environment: {json.dumps(env)}")
 
 

@@ -25,13 +25,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("search")
     g.add_argument("--strategy", default="bayes", choices=["fixed", "grid", "random", "bayes", "bit"],
                    help="search strategy (bayes)")
-    g.add_argument("--trials", type=int, help="number of trials (default: 20 for random/bayes, all for grid)")
+    g.add_argument("--trials", metavar="N", type=int, help="number of trials (default: 20 for random/bayes, all for grid)")
     g.add_argument("--space", help="YAML file that adds or changes search dimensions")
     g.add_argument("--search-seed", type=int, default=0, help="seed of the strategy (0)")
     g.add_argument("--acq-func", default="gp_hedge", choices=["gp_hedge", "EI", "LCB", "PI"],
                    help="bayes acquisition function (gp_hedge)")
     g.add_argument("--n-initial-points", type=int, default=5, help="bayes random points before the GP (5)")
-    g.add_argument("--workers", dest="search_workers", type=int, default=1,
+    g.add_argument("--workers", dest="search_workers", metavar="N", type=int, default=1,
                    help="trials at a time, each in its own process (1)")
     g.add_argument("--devices", help="comma-separated GPU ids, one per worker (e.g. 0,1,2,3)")
     g.add_argument("--ray", metavar="ADDRESS", help="run trials on a Ray cluster (pip install 'ray[default]')")
@@ -46,6 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--eval-batch-size", type=int, default=16, help="batch size of the scoring predictor (16)")
     g.add_argument("--export-dir", help="where the best model goes (exported_models/<dataset>-<strategy>-best)")
     g.add_argument("--overwrite", action="store_true", help="replace an existing --export-dir")
+    g.add_argument("--retrain-full", action="store_true",
+                   help="retrain the best configuration on train+val before the test evaluation (Kornblith et al.)")
     g.add_argument("--json", action="store_true", help="print the summary as JSON")
     add_train_arguments(parser, search=True)
 
@@ -208,7 +210,8 @@ def run(args: argparse.Namespace) -> int:
         return 1
     summary["best"] = {"trial": best.id, "params": best.params, "val": best.value}
     if not settings.get("replay"):
-        summary["test"] = _finish(best, base, export_dir, args.overwrite, settings, run_dir, console)
+        summary["test"] = _finish(best, base, export_dir, args.overwrite, settings, run_dir, console,
+                                  retrain_full=args.retrain_full)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
@@ -222,21 +225,36 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _finish(best, base, export_dir: Path, overwrite: bool, settings, run_dir: Path, console) -> dict[str, Any]:
-    """Copy the best trial's exported model to ``export_dir`` and evaluate it once on test."""
-    from harness.export import ExportedModel
+def _finish(best, base, export_dir: Path, overwrite: bool, settings, run_dir: Path, console, *,
+            retrain_full: bool = False) -> dict[str, Any]:
+    """Put the best model in ``export_dir`` (optionally retrained on train+val) and evaluate it once on test."""
+    import dataclasses
+
+    from harness.export import ExportedModel, export
 
     from bench.objective import EvalSettings, cached_splits, score_exported
 
-    source = Path(best.metrics["exported_dir"])
+    cfg = base.replace(**best.params)
+    splits = cached_splits(cfg)
     if export_dir.exists():
         if not overwrite:
             raise ConfigError(f"{export_dir} already exists: pass --overwrite to replace it")
         shutil.rmtree(export_dir)
     export_dir.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(source, export_dir)
-    exported = ExportedModel.load(export_dir)
-    splits = cached_splits(base.replace(**best.params))
+    if retrain_full:
+        from harness.train import fine_tune
+
+        console.print(f"retraining trial {best.id}'s configuration on train+val")
+        # Val stays as the per-epoch monitor; it is no longer held out, so only test counts.
+        full = dataclasses.replace(splits, train=tuple(splits.train) + tuple(splits.val))
+        final_dir = run_dir / "final-train+val"
+        if final_dir.exists():
+            shutil.rmtree(final_dir)
+        result = fine_tune(cfg.replace(out_dir=str(run_dir), run_name=final_dir.name), splits=full)
+        exported = export(result, export_dir)
+    else:
+        shutil.copytree(Path(best.metrics["exported_dir"]), export_dir)
+        exported = ExportedModel.load(export_dir)
     evaluation = EvalSettings(settings["eval_backend"], settings["eval_precision"], settings["eval_batch_size"],
                               base.threads)
     if not splits.test:

@@ -260,8 +260,11 @@ void process_image(const Image& img, const Params& p, Scratch& s, OutT* out) {
     const tlb::Tap t = tlb::linear_tap(g.top + i, g.scale_y, img.h, /*clamp_frac=*/false);
     if (i + 1 < crop) {
       const tlb::Tap next = tlb::linear_tap(g.top + i + 1, g.scale_y, img.h, /*clamp_frac=*/false);
-      if (next.i1 != t.i1 && next.i0 != t.i1) prefetch_span(img, next.i0, span_begin, span_end);
-      if (next.i1 != t.i1) prefetch_span(img, next.i1, span_begin, span_end);
+      // Only rows that the cache will not already hold after this output row.
+      if (next.i0 != t.i0 && next.i0 != t.i1) prefetch_span(img, next.i0, span_begin, span_end);
+      if (next.i1 != next.i0 && next.i1 != t.i0 && next.i1 != t.i1) {
+        prefetch_span(img, next.i1, span_begin, span_end);
+      }
     }
     const int16_t* h0 = cached_row(img, t.i0, p, s, /*keep=*/t.i1);
     const int16_t* h1 = cached_row(img, t.i1, p, s, /*keep=*/t.i0);

@@ -1,0 +1,80 @@
+"""`bench search` end to end on the demo dataset: real fine-tuning, export, exported eval, report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("paddle")
+
+from bench.cli import main  # noqa: E402
+from search import load_trials  # noqa: E402
+
+TINY = ["--dataset", "demo", "--model", "ResNet_tiny", "--image-size", "32", "--epochs", "1",
+        "--max-steps-per-epoch", "2", "--batch-size", "16", "--eval-batch-size", "8"]
+
+
+@pytest.fixture(scope="module")
+def finished_search(tmp_path_factory):
+    root = tmp_path_factory.mktemp("search")
+    argv = ["search", *TINY, "--strategy", "random", "--trials", "1", "--out-dir", str(root / "runs"),
+            "--name", "s", "--export-dir", str(root / "best"), "--json"]
+    assert main(argv) == 0
+    run_dir = root / "runs" / "s"
+    # Resume the same search to two trials: the first is kept, one more runs.
+    assert main(["search", "--resume", str(run_dir), "--trials", "2", "--overwrite", "--json"]) == 0
+    return root, run_dir
+
+
+def test_search_trials_are_scored_on_exported_models(finished_search):
+    root, run_dir = finished_search
+    trials = load_trials(run_dir / "journal.jsonl")
+    complete = [t for t in trials if t.state.name == "COMPLETE"]
+    assert [t.id for t in complete] == [1, 2]
+    assert len({tuple(sorted(t.params.items())) for t in complete}) == 2
+    for t in complete:
+        assert 0.0 <= t.value <= 1.0
+        assert t.value == pytest.approx(t.metrics["val_top1"])  # demo's protocol metric is top-1
+        assert t.metrics["latency_p99_ms"] > 0
+        assert {"train_s", "export_s", "eval_s"} <= set(t.timings)
+        assert (Path(t.metrics["exported_dir"]) / "manifest.json").is_file()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    best = max(complete, key=lambda t: t.value)
+    assert summary["best"]["trial"] == best.id
+    manifest = json.loads((root / "best" / "manifest.json").read_text())
+    assert manifest["model_name"] == "ResNet_tiny"
+    assert manifest["hyperparameters"]["lr"] == pytest.approx(best.params["lr"])
+    test_eval = json.loads((run_dir / "test_eval.json").read_text())
+    assert test_eval["num_images"] == 240  # demo: 40 test images for each of 6 classes
+
+
+def test_search_refuses_to_overwrite_best_model(finished_search, capsys):
+    root, _ = finished_search
+    argv = ["search", *TINY, "--strategy", "fixed", "--out-dir", str(root / "runs"), "--name", "other",
+            "--export-dir", str(root / "best")]
+    assert main(argv) == 2
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_report_on_search(finished_search):
+    root, run_dir = finished_search
+    out = root / "report"
+    assert main(["report", str(run_dir), "--out-dir", str(out)]) == 0
+    for name in ("report.md", "report.json", "convergence.png"):
+        assert (out / name).stat().st_size > 0, name
+    report = json.loads((out / "report.json").read_text())
+    assert json.dumps(report).count("lr") >= 1
+
+
+def test_fixed_search_with_retrain_on_train_and_val(tmp_path):
+    argv = ["search", *TINY, "--strategy", "fixed", "--out-dir", str(tmp_path), "--name", "fx",
+            "--export-dir", str(tmp_path / "best"), "--retrain-full"]
+    assert main(argv) == 0
+    trials = load_trials(tmp_path / "fx" / "journal.jsonl")
+    assert [(t.params["lr"], t.params["l2_decay"], t.params["label_smoothing"], t.params["mixup"])
+            for t in trials if t.state.name == "COMPLETE"] == [(0.003, 1e-4, False, False)]
+    final = json.loads((tmp_path / "fx" / "final-train+val" / "metrics.json").read_text())
+    assert final["num_images"]["train"] == 360 + 120  # demo: train + val
+    assert (tmp_path / "best" / "test_eval.json").is_file()
