@@ -27,6 +27,10 @@ COMMAND_MODULES = [
     "bench.commands.eval",
     "bench.commands.predict",
     "bench.commands.eval_bench",
+    "bench.commands.throughput",
+    "bench.commands.deploy",
+    "bench.commands.serve",
+    "bench.commands.load",
 ]
 
 log = logging.getLogger("bench")

@@ -31,6 +31,8 @@ class TrainConfig:
     test_list: Optional[str] = None
     image_size: int = 224
     resize_short: Optional[int] = None
+    # Smallest area fraction of PaddleClas's random resized crop (RandCropImage scale=(min, 1)).
+    crop_scale_min: float = 0.08
     epochs: int = 10
     batch_size: int = 32
     lr: float = 0.003
@@ -78,6 +80,8 @@ class TrainConfig:
             raise ConfigError(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")
         if self.warmup_epochs < 0 or (self.warmup_epochs > 0 and self.warmup_epochs >= self.epochs):
             raise ConfigError(f"warmup_epochs must be in [0, epochs), got {self.warmup_epochs!r}")
+        if not 0 < self.crop_scale_min <= 1:
+            raise ConfigError(f"crop_scale_min must be in (0, 1], got {self.crop_scale_min!r}")
         if self.freeze < 0:
             raise ConfigError(f"freeze must be >= 0, got {self.freeze!r}")
         if self.max_steps_per_epoch is not None:
@@ -98,7 +102,7 @@ class TrainConfig:
                     object.__setattr__(self, flag, bool(value))
                 else:
                     raise ConfigError(f"{flag} must be true or false, got {value!r}")
-        for name in ("lr", "l2_decay", "mixup_alpha", "label_smoothing_epsilon", "momentum", "warmup_epochs"):
+        for name in ("lr", "l2_decay", "mixup_alpha", "crop_scale_min", "label_smoothing_epsilon", "momentum", "warmup_epochs"):
             object.__setattr__(self, name, float(getattr(self, name)))
         for name in ("image_size", "epochs", "batch_size", "workers", "seed", "split_seed", "freeze"):
             object.__setattr__(self, name, int(getattr(self, name)))
@@ -111,7 +115,8 @@ class TrainConfig:
     def preprocess(self) -> PreprocessSpec:
         """Evaluation/deploy preprocessing of this run."""
         resize = self.resize_short or default_resize_short(self.image_size)
-        return PreprocessSpec(crop_size=self.image_size, resize_short=resize)
+        return PreprocessSpec(crop_size=self.image_size, resize_short=resize,
+                              train_scale=(self.crop_scale_min, 1.0))
 
     def replace(self, **changes: Any) -> "TrainConfig":
         """Copy with ``changes`` applied; an unknown key raises ConfigError."""

@@ -231,7 +231,7 @@ class Predictor:
     """A Paddle Inference predictor for one exported model.
 
     ``predict`` is serialised by a lock, so one Predictor may be shared between threads;
-    create one per thread for concurrency.
+    for concurrency give each thread its own :meth:`clone`.
     """
 
     def __init__(self, model: Union[ExportedModel, str, "os.PathLike[str]"], options: Optional[PredictorOptions] = None):
@@ -260,10 +260,27 @@ class Predictor:
             raise ConfigError(f"{model.model_file} has inputs {input_names}; an image classifier has exactly one")
         self.input_name = input_names[0]
         self.output_name = output_names[0]
-        self._input = self._predictor.get_input_handle(self.input_name)
-        self._output = self._predictor.get_output_handle(self.output_name)
+        self._bind_handles()
         if options.backend == "trt" and options.precision == "int8":
             self._calibrate_trt(options)
+
+    def _bind_handles(self) -> None:
+        self._input = self._predictor.get_input_handle(self.input_name)
+        self._output = self._predictor.get_output_handle(self.output_name)
+
+    def clone(self) -> "Predictor":
+        """A predictor sharing this one's weights with its own buffers, for another thread.
+
+        Cheaper than building a new Predictor (no graph optimisation, no weight copy).
+        """
+        other = object.__new__(Predictor)
+        other.model, other.options, other.spec = self.model, self.options, self.spec
+        other.input_name, other.output_name = self.input_name, self.output_name
+        other._lock = threading.Lock()
+        with self._lock:
+            other._predictor = self._predictor.clone()
+        other._bind_handles()
+        return other
 
     def _calibrate_trt(self, options: PredictorOptions) -> None:
         # Paddle-TensorRT collects int8 ranges from the batches run in calibration mode and
@@ -275,8 +292,7 @@ class Predictor:
             self._run(self.preprocess(images[i : i + step]))
         del self._input, self._output, self._predictor
         self._predictor = self._create(self.model, options)
-        self._input = self._predictor.get_input_handle(self.input_name)
-        self._output = self._predictor.get_output_handle(self.output_name)
+        self._bind_handles()
 
     # -- construction -------------------------------------------------------------------
     def _create(self, model: ExportedModel, options: PredictorOptions):

@@ -122,3 +122,22 @@ def test_export_swaps_in_the_stock_op(ops, monkeypatch, tmp_path):
     assert "tl_depthwise_conv2d" not in program
     loaded = paddle.jit.load(str(tmp_path / "m"))
     np.testing.assert_allclose(loaded(x).numpy(), dygraph, rtol=1e-4, atol=1e-5)
+
+
+def test_train_speed_command_reports_both_columns(ops, capsys):
+    import argparse
+    import json
+
+    from bench.commands import train_speed
+
+    parser = argparse.ArgumentParser()
+    train_speed.add_arguments(parser)
+    args = parser.parse_args(
+        ["--image-size", "32", "--batch-size", "2", "--steps", "1", "--warmup", "0", "--repeats", "1", "--json"]
+    )
+    assert train_speed.run(args) == 0
+    payload = json.loads(capsys.readouterr().out)
+    results = payload["results"]
+    assert results["paddle"]["median"] > 0 and results["custom"]["median"] > 0
+    assert results["speedup"] == pytest.approx(results["custom"]["median"] / results["paddle"]["median"])
+    assert payload["environment"]["paddle"] == paddle.__version__

@@ -24,19 +24,18 @@ PER_CLASS = 4
 
 
 @pytest.fixture(scope="module")
-def flowers(request):
-    root = request.getfixturevalue("flowers12_root")
-    return load_dataset("folder", root)
-
-
-@pytest.fixture(scope="module")
 def flowers12_root():
     # Module-scoped twin of conftest's fixture, so the fine-tune below runs once.
     from conftest import FLOWERS12
 
     if not (FLOWERS12 / "train").is_dir():
-        pytest.skip(f"flowers12 not found at {FLOWERS12}")
+        pytest.skip(f"flowers12 not found at {FLOWERS12} (expected ../shared/datasets/flowers12 beside the repo)")
     return FLOWERS12
+
+
+@pytest.fixture(scope="module")
+def flowers(flowers12_root):
+    return load_dataset("folder", flowers12_root)
 
 
 @pytest.fixture(scope="module")
@@ -97,15 +96,19 @@ def test_exported_evaluation_equals_dygraph_evaluation_of_the_checkpoint(trained
     json.dumps(record)
 
 
-def test_unreadable_images_are_skipped_and_listed(trained, flowers, test_samples, tmp_path):
+@pytest.mark.parametrize("worker_kind", ["thread", "process"])
+def test_unreadable_images_are_skipped_and_listed(trained, flowers, test_samples, tmp_path, worker_kind):
     _, exported = trained
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     samples = list(test_samples[:5]) + [Sample(str(broken), 0)]
     predictor = Predictor(exported, PredictorOptions(backend="cpu", batch_size=4))
-    ev = evaluate(predictor, samples, flowers.classes, workers=1, warmup=False)
-    assert ev.num_images == 5
+    ev = evaluate(predictor, samples, flowers.classes, workers=1, worker_kind=worker_kind, warmup=False)
+    assert ev.num_images == 5 and ev.worker_kind == worker_kind
     assert [p for p, _ in ev.skipped] == [str(broken)]
+    assert ev.paths == [s.path for s in test_samples[:5]]
+    np.testing.assert_allclose(ev.logits, predictor.predict_images([read_image_rgb(p) for p in ev.paths]),
+                               rtol=1e-5, atol=1e-5)
     with pytest.raises(ConfigError, match="classes"):
         evaluate(predictor, samples, flowers.classes[:3])
 

@@ -222,3 +222,4 @@ def test_compare_logits_treats_only_near_ties_as_ties():
     assert diff == pytest.approx(10.0)
     assert tol == pytest.approx(1e-3 + 1e-4 * 10.0)
     assert agree == 0 and ties == 1 and bad == [0]
+

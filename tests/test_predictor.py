@@ -92,6 +92,27 @@ def test_training_eval_transform_equals_inference_yml_path(predictor, exported):
     np.testing.assert_allclose(predictor.predict_images(images), predictor.predict(ours), rtol=1e-6, atol=1e-6)
 
 
+def test_clone_shares_weights_and_runs_concurrently(predictor):
+    import threading
+
+    x = np.random.default_rng(11).standard_normal((4, 3, IMAGE_SIZE, IMAGE_SIZE)).astype(np.float32)
+    expected = predictor.predict(x)
+    clones = [predictor.clone() for _ in range(2)]
+    results: dict[int, np.ndarray] = {}
+
+    def work(i: int) -> None:
+        for _ in range(3):
+            results[i] = clones[i].predict(x)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i in range(2):
+        np.testing.assert_allclose(results[i], expected, rtol=1e-5, atol=1e-5)
+
+
 def test_predict_rejects_wrong_input(predictor):
     with pytest.raises(ConfigError, match=r"\[N, 3, 32, 32\]"):
         predictor.predict(np.zeros((1, 3, 16, 16), np.float32))

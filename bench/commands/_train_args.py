@@ -21,7 +21,7 @@ DATASET_PRESETS: dict[str, dict[str, Any]] = {
 # flag dest → TrainConfig field (same name unless listed).
 _FIELDS = [
     "dataset", "data_root", "train_list", "val_list", "test_list", "model", "pretrained", "lr", "l2_decay",
-    "label_smoothing", "mixup", "mixup_alpha", "epochs", "batch_size", "image_size", "resize_short",
+    "label_smoothing", "mixup", "mixup_alpha", "epochs", "batch_size", "image_size", "resize_short", "crop_scale_min",
     "warmup_epochs", "schedule", "momentum", "freeze", "max_steps_per_epoch", "val_fraction", "seed",
     "device", "amp", "workers", "threads", "strict_data", "download", "out_dir", "run_name",
 ]
@@ -57,6 +57,7 @@ def add_train_arguments(parser: argparse.ArgumentParser, *, search: bool = False
     g.add_argument("--batch-size", type=int, help="batch size (32)")
     g.add_argument("--image-size", type=int, help="crop size in pixels (224)")
     g.add_argument("--resize-short", type=int, help="eval short-side resize (image-size / 0.875)")
+    g.add_argument("--crop-scale-min", type=float, help="smallest area fraction of the random resized crop (0.08)")
     g.add_argument("--warmup-epochs", type=float, help="linear warm-up epochs (0)")
     g.add_argument("--schedule", choices=["cosine", "step"], help="learning-rate schedule (cosine)")
     g.add_argument("--momentum", type=float, help="SGD momentum (0.9)")

@@ -1,8 +1,8 @@
 """``bench train-speed``: training throughput with and without the custom depthwise op.
 
-Runs the same training steps twice in one process -- once with Paddle's grouped
-convolution (``TLBENCH_DEPTHWISE_OP=0``) and once with ``kernels.paddle_ops``'
-``tl_depthwise_conv2d`` -- and prints images/s side by side. By default the steps
+Runs the same training steps in one process with Paddle's grouped convolution
+(``TLBENCH_DEPTHWISE_OP=0``) and with ``kernels.paddle_ops``' ``tl_depthwise_conv2d``,
+alternating the two within every repetition, and prints images/s side by side. By default the steps
 use a fixed random batch (model compute only); with ``--dataset`` they run
 through ``harness.train.fine_tune`` (data loading included, one short epoch).
 Warm-up steps are excluded; the median over ``--repeats`` is reported with the
@@ -34,7 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=5, help="timed steps per repetition")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps before timing")
     parser.add_argument("--repeats", type=int, default=3, help="timed repetitions (median reported)")
-    parser.add_argument("--dataset", default=None, help="run through fine_tune on this dataset instead of synthetic data")
+    parser.add_argument(
+        "--dataset", default=None, help="time harness.train.fine_tune on this dataset instead of synthetic batches"
+    )
     parser.add_argument("--data-root", default=None, help="dataset folder (with --dataset)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -50,7 +52,13 @@ def _validate(args: argparse.Namespace) -> None:
         raise ConfigError(f"--warmup must be >= 0, got {args.warmup}")
 
 
-def _synthetic_rates(args: argparse.Namespace) -> list[float]:
+def _set_mode(mode: str) -> None:
+    from kernels import paddle_ops
+
+    os.environ[paddle_ops.OPS_ENV] = MODES[mode]
+
+
+def _synthetic_rates(args: argparse.Namespace, modes: list[str]) -> dict[str, list[float]]:
     import numpy as np
     import paddle
 
@@ -71,22 +79,28 @@ def _synthetic_rates(args: argparse.Namespace) -> list[float]:
         optimizer.clear_grad()
         float(loss.item())  # waits for the step to finish
 
-    for _ in range(args.warmup):
-        step()
-    rates = []
-    for _ in range(args.repeats):
-        start = time.perf_counter()
-        for _ in range(args.steps):
+    for mode in modes:
+        _set_mode(mode)
+        for _ in range(args.warmup):
             step()
-        rates.append(args.steps * args.batch_size / (time.perf_counter() - start))
+    rates: dict[str, list[float]] = {mode: [] for mode in modes}
+    # Modes alternate within each repetition so that load from other processes
+    # drifting over time hits both columns alike.
+    for _ in range(args.repeats):
+        for mode in modes:
+            _set_mode(mode)
+            start = time.perf_counter()
+            for _ in range(args.steps):
+                step()
+            rates[mode].append(args.steps * args.batch_size / (time.perf_counter() - start))
     return rates
 
 
-def _fine_tune_rates(args: argparse.Namespace) -> list[float]:
+def _fine_tune_rates(args: argparse.Namespace, modes: list[str]) -> dict[str, list[float]]:
     from harness.config import TrainConfig
     from harness.train import fine_tune, load_splits
 
-    rates = []
+    rates: dict[str, list[float]] = {mode: [] for mode in modes}
     with tempfile.TemporaryDirectory(prefix="train-speed-") as out_dir:
         cfg = TrainConfig(
             model=args.model, dataset=args.dataset, data_root=args.data_root, image_size=args.image_size,
@@ -95,15 +109,17 @@ def _fine_tune_rates(args: argparse.Namespace) -> list[float]:
         )
         splits = load_splits(cfg)
         for repeat in range(args.repeats):
-            seen: list[tuple[float, int]] = []
+            for mode in modes:
+                _set_mode(mode)
+                seen: list[tuple[float, int]] = []
 
-            def on_step(info, seen=seen) -> None:
-                seen.append((time.perf_counter(), (info.step + 1) * args.batch_size))
+                def on_step(info, seen=seen) -> None:
+                    seen.append((time.perf_counter(), (info.step + 1) * args.batch_size))
 
-            fine_tune(cfg.replace(run_name=f"r{repeat}"), splits=splits, on_step=on_step)
-            # Rate over the steps after warm-up, from the step callbacks' clock.
-            (t0, n0), (t1, n1) = seen[max(0, args.warmup - 1)], seen[-1]
-            rates.append((n1 - n0) / (t1 - t0) if t1 > t0 else 0.0)
+                fine_tune(cfg.replace(run_name=f"{mode}-{repeat}"), splits=splits, on_step=on_step)
+                # Rate over the steps after warm-up, from the step callbacks' clock.
+                (t0, n0), (t1, n1) = seen[max(0, args.warmup - 1)], seen[-1]
+                rates[mode].append((n1 - n0) / (t1 - t0) if t1 > t0 else 0.0)
     return rates
 
 
@@ -128,22 +144,21 @@ def run(args: argparse.Namespace) -> int:
     runtime.set_paddle_threads(args.threads)
     previous = os.environ.get(paddle_ops.OPS_ENV)
     results: dict[str, Any] = {}
+    modes = ["paddle"]
     try:
-        for mode, value in MODES.items():
-            os.environ[paddle_ops.OPS_ENV] = value
-            if mode == "custom":
-                try:
-                    paddle_ops.load_ops()
-                except Exception as exc:  # report, do not abort the paddle column
-                    results[mode] = {"error": f"custom op unavailable: {type(exc).__name__}: {exc}"}
-                    continue
-            rates = _fine_tune_rates(args) if args.dataset else _synthetic_rates(args)
-            results[mode] = {"images_per_s": rates, "median": statistics.median(rates)}
+        paddle_ops.load_ops()
+        modes.append("custom")
+    except Exception as exc:  # report it, still measure Paddle's op
+        results["custom"] = {"error": f"custom op unavailable: {type(exc).__name__}: {exc}"}
+    try:
+        rates = _fine_tune_rates(args, modes) if args.dataset else _synthetic_rates(args, modes)
     finally:
         if previous is None:
             os.environ.pop(paddle_ops.OPS_ENV, None)
         else:
             os.environ[paddle_ops.OPS_ENV] = previous
+    for mode, values in rates.items():
+        results[mode] = {"images_per_s": values, "median": statistics.median(values)}
     if "median" in results.get("custom", {}) and results["paddle"]["median"] > 0:
         results["speedup"] = results["custom"]["median"] / results["paddle"]["median"]
     payload = {

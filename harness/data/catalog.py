@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 from typing import Optional
@@ -14,7 +13,6 @@ from .official import OFFICIAL, read_official, resolve_root
 from .sources import assemble, load_folder, load_list
 from .types import DataReport, DatasetSplits
 
-log = logging.getLogger(__name__)
 
 _GENERIC = ("demo", "folder", "list")
 

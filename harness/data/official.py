@@ -8,7 +8,6 @@ the dataset has no official val split (it is then carved from train).
 from __future__ import annotations
 
 import json
-import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,6 @@ from .sources import IMAGE_EXTENSIONS
 from .splits import fixed_count_split
 from .types import Sample
 
-log = logging.getLogger(__name__)
 
 Samples = list[Sample]
 AdapterResult = tuple[list[str], Samples, Samples, Samples]

@@ -101,8 +101,8 @@ STEM_CHANNELS = 32
 HEAD_CHANNELS = 1280
 
 
-def _bn(channels: int) -> nn.BatchNorm2D:
-    return nn.BatchNorm2D(channels, momentum=BN_MOMENTUM, epsilon=BN_EPSILON)
+def _bn(channels: int, momentum: float | None) -> nn.BatchNorm2D:
+    return nn.BatchNorm2D(channels, momentum=BN_MOMENTUM if momentum is None else momentum, epsilon=BN_EPSILON)
 
 
 def _conv(in_ch: int, out_ch: int, kernel: int, stride: int = 1) -> nn.Conv2D:
@@ -154,17 +154,18 @@ class MBConvBlock(nn.Layer):
         expand_ratio: int,
         drop_path: float,
         custom_depthwise: bool = True,
+        bn_momentum: float | None = None,
     ) -> None:
         super().__init__()
         mid = in_ch * expand_ratio
         self.has_expand = expand_ratio != 1
         if self.has_expand:
             self.expand_conv = _conv(in_ch, mid, 1)
-            self.bn0 = _bn(mid)
+            self.bn0 = _bn(mid, bn_momentum)
         self.depthwise_conv = SameDepthwiseConv2D(mid, kernel, stride, custom_op=custom_depthwise)
-        self.bn1 = _bn(mid)
+        self.bn1 = _bn(mid, bn_momentum)
         self.project_conv = _conv(mid, out_ch, 1)
-        self.bn2 = _bn(out_ch)
+        self.bn2 = _bn(out_ch, bn_momentum)
         self.act = nn.ReLU6()
         self.has_skip = stride == 1 and in_ch == out_ch
         self.drop_path = drop_path
@@ -190,14 +191,17 @@ class EfficientNetLite(nn.Layer):
         dropout: float = 0.2,
         drop_path_rate: float = 0.2,
         custom_depthwise: bool = True,
+        bn_momentum: float | None = None,
     ) -> None:
         super().__init__()
+        if bn_momentum is not None and not 0.0 <= bn_momentum < 1.0:
+            raise ModelError(f"bn_momentum must be in [0, 1), got {bn_momentum!r}")
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
             raise ModelError(f"num_classes must be a positive integer, got {num_classes!r}")
         if not 0.0 <= dropout < 1.0 or not 0.0 <= drop_path_rate < 1.0:
             raise ModelError(f"dropout and drop_path_rate must be in [0, 1), got {dropout!r}, {drop_path_rate!r}")
         self.conv_stem = _conv(3, STEM_CHANNELS, 3, stride=2)
-        self.bn0 = _bn(STEM_CHANNELS)
+        self.bn0 = _bn(STEM_CHANNELS, bn_momentum)
         total_blocks = sum(s.repeats for s in stages)
         blocks: list[MBConvBlock] = []
         self.stage_ends: list[int] = []
@@ -209,14 +213,15 @@ class EfficientNetLite(nn.Layer):
                 stride = stage.stride if r == 0 else 1
                 blocks.append(
                     MBConvBlock(
-                        in_ch, stage.out_channels, stage.kernel, stride, stage.expand_ratio, rate, custom_depthwise
+                        in_ch, stage.out_channels, stage.kernel, stride, stage.expand_ratio, rate,
+                        custom_depthwise, bn_momentum,
                     )
                 )
                 in_ch = stage.out_channels
             self.stage_ends.append(len(blocks))
         self.blocks = nn.LayerList(blocks)
         self.conv_head = _conv(in_ch, HEAD_CHANNELS, 1)
-        self.bn1 = _bn(HEAD_CHANNELS)
+        self.bn1 = _bn(HEAD_CHANNELS, bn_momentum)
         self.act = nn.ReLU6()
         self.pool = nn.AdaptiveAvgPool2D(1)
         self.dropout = nn.Dropout(dropout)
@@ -307,8 +312,9 @@ class EfficientNetLite(nn.Layer):
 def efficientnet_lite0(num_classes: int = 1000, **kwargs) -> EfficientNetLite:
     """EfficientNet-Lite0 (4.65 M parameters at 1000 classes).
 
-    kwargs: ``dropout`` (0.2), ``drop_path_rate`` (0.2), ``custom_depthwise`` (True:
-    use the CPU depthwise op of ``kernels.paddle_ops`` in dygraph when available).
+    kwargs: ``dropout`` (0.2), ``drop_path_rate`` (0.2), ``bn_momentum`` (default
+    ``BN_MOMENTUM``, TF's 0.99), ``custom_depthwise`` (True: use the CPU depthwise op
+    of ``kernels.paddle_ops`` in dygraph when available).
     """
     return EfficientNetLite(num_classes=num_classes, stages=LITE0_BLOCKS, **kwargs)
 

@@ -87,10 +87,12 @@ class ConvBN(nn.Layer):
         pool_first: bool = False,
     ) -> None:
         super().__init__()
-        # "SAME" padding + ceil_mode + exclusive averaging reproduces PaddleClas on odd
-        # feature maps too (the last row/column is averaged over the pixels present).
+        # ceil_mode + exclusive averaging reproduces PaddleClas's padding="SAME" pool on odd
+        # feature maps too (the last row/column is averaged over the pixels present; tested).
+        # padding="SAME" itself makes Paddle Inference's oneDNN pool fail on odd maps
+        # ("std::exception" at run time, e.g. ResNet_vd at 40 or 48 px), padding=0 does not.
         self.pool = (
-            nn.AvgPool2D(kernel_size=2, stride=stride, padding="SAME", ceil_mode=True) if pool_first else None
+            nn.AvgPool2D(kernel_size=2, stride=stride, padding=0, ceil_mode=True) if pool_first else None
         )
         self.conv = nn.Conv2D(
             in_channels,

@@ -281,7 +281,8 @@ def _load_legacy(f: BinaryIO, source: str) -> Any:
     except CheckpointFormatError:
         raise
     except Exception as exc:  # the unpickler raises assorted types on corrupt bytes
-        raise CheckpointFormatError(f"{source}: truncated or corrupt checkpoint ({type(exc).__name__}: {exc})") from None
+        detail = f"{type(exc).__name__}: {exc}"
+        raise CheckpointFormatError(f"{source}: truncated or corrupt checkpoint ({detail})") from None
     if not isinstance(keys, list) or set(map(str, keys)) != set(storages):
         raise CheckpointFormatError(f"{source}: storage key list does not match the storages the tensors use")
     count_format = "<q" if byteorder == "little" else ">q"

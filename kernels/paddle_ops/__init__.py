@@ -27,7 +27,14 @@ from typing import Any, Sequence
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["OPS_ENV", "custom_depthwise_available", "depthwise_conv2d", "load_ops", "same_paddings", "use_custom_depthwise"]
+__all__ = [
+    "OPS_ENV",
+    "custom_depthwise_available",
+    "depthwise_conv2d",
+    "load_ops",
+    "same_paddings",
+    "use_custom_depthwise",
+]
 
 OPS_ENV = "TLBENCH_DEPTHWISE_OP"
 OPS_DIR_ENV = "TLBENCH_OPS_DIR"

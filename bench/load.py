@@ -1,0 +1,224 @@
+"""A closed-loop HTTP load generator for ``POST /predict``, reporting like perf_analyzer.
+
+For each concurrency level ``c``, ``c`` workers each keep exactly one request in flight
+(send, wait for the answer, send the next) for ``duration`` seconds, cycling through the
+given images. A short warm-up at the same concurrency runs first and is not counted, so
+that connection set-up and the server's first batches do not skew the numbers.
+Throughput is successful answers per second of the measurement window; latencies are
+client-side (request sent → answer read) of successful requests; errors are counted per
+HTTP status code (``"connect"`` / ``"timeout"`` / ``"read"`` for transport failures).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from harness.errors import ConfigError
+from harness.metrics import latency_summary
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT_S = 30.0
+LOAD_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+@dataclass(frozen=True)
+class LevelResult:
+    """Measurements at one concurrency level."""
+
+    concurrency: int
+    duration_s: float
+    requests: int
+    ok: int
+    errors: dict[str, int]
+    throughput_rps: float
+    latency_ms: dict[str, float]
+    server_batch_sizes: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON form."""
+        return {
+            "concurrency": self.concurrency,
+            "duration_s": round(self.duration_s, 4),
+            "requests": self.requests,
+            "ok": self.ok,
+            "errors": dict(self.errors),
+            "throughput_rps": self.throughput_rps,
+            "latency_ms": dict(self.latency_ms),
+            "server_batch_sizes": dict(self.server_batch_sizes),
+        }
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    """A whole ``bench load`` run."""
+
+    url: str
+    images: int
+    image_bytes: int
+    levels: tuple[LevelResult, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON form."""
+        return {"url": self.url, "images": self.images, "image_bytes": self.image_bytes,
+                "levels": [lv.to_dict() for lv in self.levels]}
+
+
+def load_images(source: str | Path, limit: int = 256) -> list[bytes]:
+    """Encoded bytes of up to ``limit`` JPEG/PNG files under ``source`` (a file or a directory tree).
+
+    Raises:
+        ConfigError: nothing readable was found.
+    """
+    path = Path(source)
+    if path.is_file():
+        files = [path]
+    elif path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in LOAD_IMAGE_SUFFIXES)
+    else:
+        raise ConfigError(f"--images {path} does not exist")
+    if not files:
+        raise ConfigError(f"--images {path} holds no {'/'.join(LOAD_IMAGE_SUFFIXES)} files")
+    if len(files) > limit:
+        step = len(files) / limit
+        files = [files[int(i * step)] for i in range(limit)]
+    return [f.read_bytes() for f in files]
+
+
+def parse_concurrency(text: str) -> list[int]:
+    """``"1,4,16"`` → ``[1, 4, 16]``; every level must be a positive integer."""
+    try:
+        levels = [int(x) for x in str(text).split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(f"--concurrency must be comma-separated integers like 1,4,16, got {text!r}") from None
+    if not levels or any(c < 1 for c in levels):
+        raise ConfigError(f"--concurrency levels must be >= 1, got {text!r}")
+    return levels
+
+
+def _predict_url(url: str) -> str:
+    url = url.rstrip("/")
+    return url if url.endswith("/predict") else url + "/predict"
+
+
+def _base_url(url: str) -> str:
+    url = url.rstrip("/")
+    return url[: -len("/predict")] if url.endswith("/predict") else url
+
+
+async def _fetch_stats(client: Any, base: str) -> Optional[dict[str, Any]]:
+    try:
+        response = await client.get(base + "/stats")
+        return response.json() if response.status_code == 200 else None
+    except Exception:  # the target may not be a tlbench server; stats are optional
+        return None
+
+
+def _stats_delta(before: Optional[dict[str, Any]], after: Optional[dict[str, Any]]) -> dict[str, int]:
+    if not before or not after:
+        return {}
+    b, a = before.get("batch_sizes", {}), after.get("batch_sizes", {})
+    delta = {k: int(v) - int(b.get(k, 0)) for k, v in a.items()}
+    return {k: v for k, v in sorted(delta.items(), key=lambda kv: int(kv[0])) if v > 0}
+
+
+async def _run_level(client: Any, url: str, base: str, images: Sequence[bytes], concurrency: int, duration_s: float,
+                     warmup_s: float) -> tuple[list[float], collections.Counter, int, float, dict[str, int]]:
+    import httpx
+
+    latencies: list[float] = []
+    errors: collections.Counter = collections.Counter()
+    counter = iter(range(1 << 62))
+    state = {"measuring": False}
+
+    async def worker(stop_at: float) -> None:
+        while time.perf_counter() < stop_at:
+            body = images[next(counter) % len(images)]
+            start = time.perf_counter()
+            try:
+                response = await client.post(url, content=body, headers={"content-type": "application/octet-stream"})
+                await response.aread()
+                status: Optional[str] = None if response.status_code == 200 else str(response.status_code)
+            except httpx.TimeoutException:
+                status = "timeout"
+            except httpx.ConnectError:
+                status = "connect"
+            except httpx.HTTPError:
+                status = "read"
+            elapsed = time.perf_counter() - start
+            if not state["measuring"]:
+                continue
+            if status is None:
+                latencies.append(elapsed)
+            else:
+                errors[status] += 1
+                if status == "connect":
+                    await asyncio.sleep(0.05)  # do not spin on a dead server
+
+    if warmup_s > 0:
+        await asyncio.gather(*(worker(time.perf_counter() + warmup_s) for _ in range(concurrency)))
+    before = await _fetch_stats(client, base)
+    state["measuring"] = True
+    start = time.perf_counter()
+    stop_at = start + duration_s
+    await asyncio.gather(*(worker(stop_at) for _ in range(concurrency)))
+    # In-flight requests finish after stop_at; the window ends with the last of them.
+    window = time.perf_counter() - start
+    batches = _stats_delta(before, await _fetch_stats(client, base))
+    return latencies, errors, len(latencies) + sum(errors.values()), window, batches
+
+
+async def run_load_async(
+    url: str,
+    images: Sequence[bytes],
+    concurrency: Sequence[int],
+    duration_s: float,
+    *,
+    warmup_s: float = 0.5,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+) -> LoadReport:
+    """Drive ``url`` at each concurrency level in turn (see the module docstring)."""
+    import httpx
+
+    if not images:
+        raise ConfigError("no images to send")
+    if duration_s <= 0 or warmup_s < 0 or timeout_s <= 0:
+        raise ConfigError(f"need --duration > 0, warm-up >= 0 and timeout > 0; got {duration_s}, {warmup_s}, {timeout_s}")
+    levels = [int(c) for c in concurrency]
+    if not levels or any(c < 1 for c in levels):
+        raise ConfigError(f"concurrency levels must be >= 1, got {list(concurrency)}")
+    predict_url, base = _predict_url(url), _base_url(url)
+    results = []
+    limits = httpx.Limits(max_connections=max(levels), max_keepalive_connections=max(levels))
+    async with httpx.AsyncClient(timeout=timeout_s, limits=limits) as client:
+        for c in levels:
+            latencies, errors, total, window, batches = await _run_level(
+                client, predict_url, base, images, c, duration_s, warmup_s
+            )
+            ok = len(latencies)
+            result = LevelResult(
+                concurrency=c,
+                duration_s=window,
+                requests=total,
+                ok=ok,
+                errors=dict(sorted(errors.items())),
+                throughput_rps=ok / window if window > 0 else 0.0,
+                latency_ms=latency_summary(latencies),
+                server_batch_sizes=batches,
+            )
+            log.info("concurrency %d: %.1f req/s, p50 %.1f ms, %d errors", c, result.throughput_rps,
+                     result.latency_ms["p50_ms"], sum(errors.values()))
+            results.append(result)
+    return LoadReport(url=predict_url, images=len(images), image_bytes=sum(len(b) for b in images),
+                      levels=tuple(results))
+
+
+def run_load(url: str, images: Sequence[bytes], concurrency: Sequence[int], duration_s: float, **kwargs: Any) -> LoadReport:
+    """Synchronous wrapper of :func:`run_load_async` (runs its own event loop)."""
+    return asyncio.run(run_load_async(url, images, concurrency, duration_s, **kwargs))

@@ -1,0 +1,208 @@
+"""bench serve: the real HTTP server in a subprocess on loopback, with good and bad requests."""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+paddle = pytest.importorskip("paddle")
+httpx = pytest.importorskip("httpx")
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+
+from bench.server import ApiError, batch_buckets, image_header_size  # noqa: E402
+from harness.data import read_image_rgb  # noqa: E402
+from harness.export import ExportedModel, export  # noqa: E402
+from harness.predictor import Predictor, PredictorOptions  # noqa: E402
+from test_export import CLASSES, make_run_dir  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+FLOWERS12_TEST = REPO_ROOT / ".." / "shared" / "datasets" / "flowers12" / "test"
+MAX_BYTES = 400_000
+MAX_PIXELS = 2_000_000
+MAX_BATCH = 4
+
+
+def free_port() -> int:
+    """A TCP port that is free on loopback right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def png_bomb(width: int = 50_000, height: int = 50_000) -> bytes:
+    """A ~1.5 kB PNG whose header declares ``width x height`` RGB pixels (7.5 GB decoded)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    rows = zlib.compress(b"\x00" * (1 + 3 * width) * 8, 9)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
+
+
+@pytest.fixture(scope="module")
+def image_paths() -> list[Path]:
+    if not FLOWERS12_TEST.is_dir():
+        pytest.skip(f"flowers12 not found at {FLOWERS12_TEST.resolve()}")
+    classes = sorted(p for p in FLOWERS12_TEST.iterdir() if p.is_dir())
+    return [sorted(c.glob("*.jpg"))[0] for c in classes[:8]]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> ExportedModel:
+    run_dir = make_run_dir(tmp_path_factory.mktemp("run"), resize_short=40)
+    return export(run_dir, tmp_path_factory.mktemp("exp") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def server(exported, tmp_path_factory):
+    """``bench serve`` in a subprocess; yields its base URL once /health answers."""
+    port = free_port()
+    log_file = tmp_path_factory.mktemp("serve") / "serve.log"
+    cmd = [sys.executable, "-m", "bench.cli", "serve", "--model", str(exported.model_dir), "--port", str(port),
+           "--max-batch", str(MAX_BATCH), "--max-wait-ms", "100", "--max-bytes", str(MAX_BYTES),
+           "--max-pixels", str(MAX_PIXELS), "--threads", "1", "--topk", "3"]
+    with open(log_file, "wb") as log:
+        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"bench serve exited with {proc.returncode}:\n{log_file.read_text()[-3000:]}")
+            try:
+                if httpx.get(url + "/health", timeout=1.0).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"bench serve did not become healthy:\n{log_file.read_text()[-3000:]}")
+            time.sleep(0.25)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_image_header_size_reads_dimensions_without_decoding(image_paths):
+    data = image_paths[0].read_bytes()
+    h, w = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR).shape[:2]
+    assert image_header_size(data) == ("jpeg", w, h)
+    ok, png = cv2.imencode(".png", np.zeros((17, 29, 3), np.uint8))
+    assert image_header_size(png.tobytes()) == ("png", 29, 17)
+    ok, progressive = cv2.imencode(".jpg", np.zeros((21, 13, 3), np.uint8), [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])
+    assert image_header_size(progressive.tobytes()) == ("jpeg", 13, 21)
+    assert image_header_size(png_bomb()) == ("png", 50_000, 50_000)
+    with pytest.raises(ApiError) as info:
+        image_header_size(b"GIF89a....")
+    assert info.value.status == 415
+    with pytest.raises(ApiError) as info:
+        image_header_size(b"\xff\xd8\xff\xe0\x00\x10JFIF")
+    assert info.value.status == 422
+    assert batch_buckets(8) == (1, 2, 4, 8) and batch_buckets(6) == (1, 2, 4, 6) and batch_buckets(1) == (1,)
+
+
+def test_answers_equal_predictor_predict_images(server, exported, image_paths):
+    predictor = Predictor(exported, PredictorOptions(batch_size=MAX_BATCH, threads=1))
+    images = [read_image_rgb(p) for p in image_paths]
+    expected = np.concatenate([predictor.predict_images([img]) for img in images])
+    with httpx.Client(base_url=server, timeout=30) as client:
+        for i, (path, row) in enumerate(zip(image_paths, expected)):
+            data = path.read_bytes()
+            if i % 2:
+                response = client.post("/predict", files={"file": (path.name, data, "image/jpeg")})
+            else:
+                response = client.post("/predict?topk=2", content=data, headers={"content-type": "image/jpeg"})
+            assert response.status_code == 200, response.text
+            body = response.json()
+            preds = body["predictions"]
+            assert len(preds) == (3 if i % 2 else 2)  # --topk 3 is the default, ?topk=2 overrides it
+            order = np.argsort(-row, kind="stable")
+            assert [p["class_id"] for p in preds] == [int(c) for c in order[: len(preds)]]
+            assert [p["label"] for p in preds] == [CLASSES[int(c)] for c in order[: len(preds)]]
+            probs = np.exp(row - row.max()) / np.exp(row - row.max()).sum()
+            np.testing.assert_allclose([p["score"] for p in preds], probs[order[: len(preds)]], atol=1e-4)
+            np.testing.assert_allclose([p["logit"] for p in preds], row[order[: len(preds)]], atol=1e-3)
+            assert body["image_size"] == [images[i].shape[1], images[i].shape[0]]
+
+
+def test_concurrent_requests_are_batched(server, image_paths):
+    with httpx.Client(base_url=server, timeout=30) as client:
+        before = client.get("/stats").json()
+    payloads = [p.read_bytes() for p in image_paths] * 2
+
+    def post(data: bytes) -> httpx.Response:
+        return httpx.post(server + "/predict", content=data, timeout=30)
+
+    with ThreadPoolExecutor(max_workers=len(payloads)) as pool:
+        responses = list(pool.map(post, payloads))
+    assert [r.status_code for r in responses] == [200] * len(payloads)
+    sizes = [r.json()["batch_size"] for r in responses]
+    assert max(sizes) > 1 and max(sizes) <= MAX_BATCH
+    after = httpx.get(server + "/stats").json()
+    assert after["images"] - before["images"] == len(payloads)
+    new_batches = {int(k): v - before["batch_sizes"].get(k, 0) for k, v in after["batch_sizes"].items()}
+    assert sum(k * v for k, v in new_batches.items()) == len(payloads)
+    assert any(k > 1 and v > 0 for k, v in new_batches.items())
+
+
+def test_bad_requests_get_clear_errors_and_the_server_keeps_serving(server, image_paths):
+    good = image_paths[0].read_bytes()
+    ok, png = cv2.imencode(".png", np.full((30, 40, 3), 128, np.uint8))
+    cases = [
+        ("not an image", dict(content=b"hello, this is text"), 415, "not a JPEG or PNG"),
+        ("empty body", dict(content=b""), 422, "empty body"),
+        ("truncated JPEG", dict(content=good[: len(good) // 2]), 422, "cannot decode"),
+        ("corrupt PNG", dict(content=png.tobytes()[:80]), 422, "cannot decode"),
+        ("oversized body", dict(content=b"\xff\xd8" + bytes(MAX_BYTES + 10)), 413, "too large"),
+        ("decompression bomb", dict(content=png_bomb()), 413, "50000x50000"),
+        ("multipart without a file", dict(files=None, data={"note": "x"}, multipart=True), 422, "no file field"),
+        ("bad topk", dict(content=good, params={"topk": "lots"}), 422, "topk"),
+    ]
+    with httpx.Client(base_url=server, timeout=30) as client:
+        for name, kwargs, status, message in cases:
+            if kwargs.pop("multipart", False):
+                # httpx sends urlencoded data unless a file is present: build the multipart body by hand.
+                boundary = "tlbenchboundary"
+                body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nx\r\n"
+                        f"--{boundary}--\r\n").encode()
+                response = client.post("/predict", content=body,
+                                       headers={"content-type": f"multipart/form-data; boundary={boundary}"})
+            else:
+                response = client.post("/predict", **kwargs)
+            assert response.status_code == status, (name, response.text)
+            assert response.headers["content-type"].startswith("application/json"), name
+            assert message in response.json()["error"], (name, response.json())
+            # Still serving after every bad request.
+            assert client.post("/predict", content=good).status_code == 200, name
+        assert client.get("/health").json()["status"] == "ok"
+        stats = client.get("/stats").json()
+    assert stats["requests"]["413"] >= 2 and stats["requests"]["415"] >= 1 and stats["requests"]["422"] >= 4
+
+
+def test_health_and_metadata(server, exported):
+    health = httpx.get(server + "/health")
+    assert health.status_code == 200 and health.json()["status"] == "ok"
+    meta = httpx.get(server + "/metadata").json()
+    assert meta["classes"] == list(CLASSES) and meta["num_classes"] == len(CLASSES)
+    assert meta["input"]["shape"] == [None, 3, 32, 32]
+    assert meta["preprocess"]["resize_short"] == exported.preprocess.resize_short
+    assert meta["predictor"]["backend"] == "cpu"
+    assert meta["batching"]["max_batch"] == MAX_BATCH and meta["batching"]["max_wait_ms"] == 100
+    assert meta["limits"] == {"max_bytes": MAX_BYTES, "max_pixels": MAX_PIXELS, "formats": ["image/jpeg", "image/png"]}
+    assert httpx.get(server + "/nowhere").status_code == 404
