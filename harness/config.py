@@ -11,11 +11,23 @@ from typing import Any, Optional
 import yaml
 
 from .errors import ConfigError
-from .preprocess_spec import PreprocessSpec, default_resize_short
+from .preprocess_spec import IMAGENET_MEAN, IMAGENET_STD, PreprocessSpec, default_resize_short
 
 DEVICES = ("auto", "cpu", "gpu")
 AMP_MODES = (None, "fp16", "bf16")
 SCHEDULES = ("cosine", "step")
+
+
+def _model_normalization(model: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Mean and std the model's pretrained weights expect (ImageNet's for unknown names)."""
+    from .errors import ModelError
+    from .models.registry import get_entry
+
+    try:
+        cfg = get_entry(model).pretrained_cfg
+    except ModelError:
+        return IMAGENET_MEAN, IMAGENET_STD
+    return tuple(cfg.mean), tuple(cfg.std)
 
 
 @dataclass(frozen=True)
@@ -115,7 +127,8 @@ class TrainConfig:
     def preprocess(self) -> PreprocessSpec:
         """Evaluation/deploy preprocessing of this run."""
         resize = self.resize_short or default_resize_short(self.image_size)
-        return PreprocessSpec(crop_size=self.image_size, resize_short=resize,
+        mean, std = _model_normalization(self.model)
+        return PreprocessSpec(crop_size=self.image_size, resize_short=resize, mean=mean, std=std,
                               train_scale=(self.crop_scale_min, 1.0))
 
     def replace(self, **changes: Any) -> "TrainConfig":

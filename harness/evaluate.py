@@ -93,7 +93,9 @@ class EvalResult:
         }
 
 
-WORKER_KINDS = ("process", "thread")
+WORKER_KINDS = ("auto", "process", "thread")
+# Below this many batches, spawning worker processes costs more than it overlaps.
+AUTO_PROCESS_MIN_BATCHES = 4
 
 
 def _decode_samples(samples: Sequence[tuple[str, int]]):
@@ -182,6 +184,10 @@ class _SlotRing:
         for block in self.blocks:
             try:
                 block.close()
+            except BufferError:
+                # A traceback still references a view; the mapping goes when it does.
+                pass
+            try:
                 block.unlink()
             except FileNotFoundError:
                 pass
@@ -195,7 +201,7 @@ def evaluate(
     *,
     batch_size: Optional[int] = None,
     workers: int = 2,
-    worker_kind: str = "process",
+    worker_kind: str = "auto",
     prefetch: int = 2,
     warmup: bool = True,
     keep_logits: bool = True,
@@ -209,12 +215,13 @@ def evaluate(
         classes: class names, index = label.
         batch_size: images per predictor call (default: the predictor's batch size).
         workers: how many workers decode and preprocess batches ahead of inference.
-        worker_kind: ``"process"`` (default): spawned worker processes write batches into
+        worker_kind: ``"process"``: spawned worker processes write batches into
             shared memory that the predictor reads in place; needed for real overlap,
             because Paddle's ``predictor.run`` holds the GIL (measured: a Python thread
             gets ~3 % of its idle progress during a run). ``"thread"``: a thread pool,
-            cheaper to start, for small evaluations. Process workers are spawned, so a
-            calling script needs the usual ``if __name__ == "__main__":`` guard.
+            cheaper to start, for small evaluations. ``"auto"`` (default): processes from
+            4 batches on, threads below. Process workers are spawned, so a calling
+            script needs the usual ``if __name__ == "__main__":`` guard.
         prefetch: extra batches queued beyond one per worker.
         warmup: run one zero batch first so one-time costs do not count in the timings.
         keep_logits: keep logits, labels and paths on the result.
@@ -249,6 +256,8 @@ def evaluate(
         predictor.warmup(batch_size)
     chunks = [[(str(s.path), int(s.label)) for s in samples[i : i + batch_size]]
               for i in range(0, len(samples), batch_size)]
+    if worker_kind == "auto":
+        worker_kind = "process" if len(chunks) >= AUTO_PROCESS_MIN_BATCHES else "thread"
     spec = predictor.spec
     all_logits, all_labels, all_paths, skipped = [], [], [], []
     latencies: list[float] = []

@@ -78,6 +78,7 @@ def test_exported_evaluation_equals_dygraph_evaluation_of_the_checkpoint(trained
     labels = np.array([s.label for s in test_samples])
 
     assert ev.num_images == len(test_samples) and ev.num_skipped == 0
+    assert ev.worker_kind == "process"  # 6 batches: worker processes + shared memory
     assert ev.paths == [s.path for s in test_samples]
     np.testing.assert_array_equal(ev.labels, labels)
     assert (ev.logits.argmax(1) == reference.argmax(1)).all()

@@ -77,8 +77,9 @@ def run(args: argparse.Namespace) -> int:
     """Evaluate, print a table (or JSON), write eval.json."""
     from harness.data import load_dataset
     from harness.evaluate import evaluate
-    from harness.predictor import Predictor
+    from harness.predictor import Predictor, check_backend
 
+    check_backend(args.backend, args.precision)  # fail before the dataset is read
     if args.limit is not None and args.limit < 1:
         raise ConfigError(f"--limit must be >= 1, got {args.limit}")
     if args.workers < 1:
