@@ -27,6 +27,7 @@ with the load by itself. A full queue answers 503 instead of growing without bou
 
 import asyncio
 import collections
+import contextlib
 import logging
 import socket
 import struct
@@ -358,6 +359,7 @@ def create_app(predictor: Any, settings: Optional[ServerSettings] = None) -> Any
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse
     from starlette.exceptions import HTTPException as StarletteHTTPException
+    from starlette.requests import ClientDisconnect
 
     settings = settings or ServerSettings()
     if predictor.options.batch_size < settings.max_batch:
@@ -374,6 +376,7 @@ def create_app(predictor: Any, settings: Optional[ServerSettings] = None) -> Any
     # Decoding is CPU-bound C code that releases the GIL; a few threads keep it off the loop.
     decode_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="decode")
 
+    @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
         await batcher.start()
         try:
@@ -382,9 +385,7 @@ def create_app(predictor: Any, settings: Optional[ServerSettings] = None) -> Any
             await batcher.stop()
             decode_pool.shutdown(wait=False)
 
-    import contextlib
-
-    app = FastAPI(title=f"tlbench: {model.model_name}", lifespan=contextlib.asynccontextmanager(lifespan))
+    app = FastAPI(title=f"tlbench: {model.model_name}", lifespan=lifespan)
     app.state.batcher = batcher
     app.state.stats = stats
 
@@ -413,12 +414,16 @@ def create_app(predictor: Any, settings: Optional[ServerSettings] = None) -> Any
         if declared is not None and declared.isdigit() and int(declared) > DRAIN_FACTOR * limit:
             raise too_large
         chunks, total = [], 0
-        async for chunk in request.stream():
-            total += len(chunk)
-            if total > DRAIN_FACTOR * limit:
-                raise too_large
-            if total <= limit:
-                chunks.append(chunk)
+        try:
+            async for chunk in request.stream():
+                total += len(chunk)
+                if total > DRAIN_FACTOR * limit:
+                    raise too_large
+                if total <= limit:
+                    chunks.append(chunk)
+        except ClientDisconnect:
+            # Nobody is left to answer; counted, not logged as a server error.
+            raise ApiError(400, "client disconnected before the body was complete") from None
         if total > limit:
             raise too_large
         return b"".join(chunks)
@@ -511,7 +516,10 @@ def create_app(predictor: Any, settings: Optional[ServerSettings] = None) -> Any
             "classes": classes,
             "num_classes": len(classes) if classes is not None else None,
             "input": {"shape": [None, 3, size, size], "dtype": "float32", "layout": "NCHW", "color_order": "RGB"},
-            "preprocess": {**model.preprocess.to_dict(), "kernel": kernels.backend()},
+            "preprocess": {
+                **{k: v for k, v in model.preprocess.to_dict().items() if not k.startswith("train_")},
+                "kernel": kernels.backend(),
+            },
             "predictor": predictor.describe(),
             "batching": {
                 "max_batch": settings.max_batch,
@@ -559,7 +567,10 @@ def bind_socket(host: str, port: int) -> socket.socket:
         family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
     except socket.gaierror as exc:
         raise ConfigError(f"--host {host!r} does not resolve: {exc.strerror}") from None
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto must say TCP explicitly: asyncio only sets TCP_NODELAY on accepted sockets whose
+    # proto is IPPROTO_TCP, and without it Nagle + delayed ACKs add ~40 ms to every
+    # keep-alive request.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind(address)

@@ -146,6 +146,40 @@ def _captured_stdout() -> Iterator[_Captured]:
             captured.text = sink.read().decode("utf-8", errors="replace") + python_out.getvalue()
 
 
+def _used_names(graph: Any) -> set[str]:
+    """Tensor names consumed by the nodes of ``graph`` and its subgraphs, and its outputs."""
+    names = {o.name for o in graph.output}
+    for node in graph.node:
+        names.update(node.input)
+        for attr in node.attribute:
+            for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
+                names |= _used_names(sub)
+    return names
+
+
+def _drop_dead_code(graph: Any) -> int:
+    """Remove nodes whose outputs nothing uses, then unused initializers; returns how many."""
+    # paddle2onnx leaves a few constants behind; onnxruntime (and Triton's log) warns about
+    # each of them at every load.
+    removed = 0
+    while True:
+        used = _used_names(graph)
+        dead = [node for node in graph.node if not any(name in used for name in node.output if name)]
+        if not dead:
+            break
+        for node in dead:
+            graph.node.remove(node)
+        removed += len(dead)
+    used = _used_names(graph)
+    unused = [init for init in graph.initializer if init.name not in used]
+    names = {init.name for init in unused}
+    for init in unused:
+        graph.initializer.remove(init)
+    for value in [i for i in graph.input if i.name in names]:
+        graph.input.remove(value)
+    return removed + len(unused)
+
+
 def convert_to_onnx(
     model: Union[ExportedModel, PathLike],
     out_file: PathLike,
@@ -208,6 +242,9 @@ def convert_to_onnx(
             f"the ONNX graph of {model.model_file} has inputs {[i.name for i in inputs]} and outputs "
             f"{[o.name for o in graph.output]}; an image classifier has exactly one of each"
         )
+    dropped = _drop_dead_code(graph)
+    if dropped:
+        log.debug("removed %d unused nodes and initializers from the ONNX graph", dropped)
     old_output = graph.output[0].name
     if old_output != output_name:
         _rename_output(graph, old_output, output_name)
@@ -287,6 +324,7 @@ class OnnxParityReport:
     top1_agree: int
     near_ties: int
     top1_mismatches: tuple[int, ...] = ()
+    source: str = ""
     images: tuple[str, ...] = ()
 
     @property
@@ -353,7 +391,7 @@ def _dataset_images(model: ExportedModel, limit: int) -> list[Path]:
     except TlbenchError as exc:
         log.info("dataset %r of %s not available for the parity check (%s)", name, model.model_dir, exc)
         return []
-    samples = list(splits.test or splits.val or ())
+    samples = list(splits.test or ())
     if not samples:
         return []
     step = max(1, len(samples) // limit)
@@ -389,7 +427,12 @@ def check_onnx_parity(
     if not isinstance(model, ExportedModel):
         model = ExportedModel.load(model)
     predictor = Predictor(model, PredictorOptions(backend=paddle_backend, batch_size=batch_size))
-    paths = find_images(images, limit) if images is not None else _dataset_images(model, limit)
+    if images is not None:
+        paths = find_images(images, limit)
+        source = str(images) if isinstance(images, (str, os.PathLike)) else f"{len(paths)} given files"
+    else:
+        paths = _dataset_images(model, limit)
+        source = f"dataset {(model.manifest or {}).get('dataset')!r} (test split)" if paths else "random"
     if paths:
         batch = predictor.preprocess([read_image_rgb(p) for p in paths])
         kind = "images"
@@ -416,6 +459,7 @@ def check_onnx_parity(
         top1_agree=agree,
         near_ties=ties,
         top1_mismatches=tuple(bad),
+        source=source,
         images=tuple(str(p) for p in paths),
     )
     log.info("ONNX parity on %d %s: max |logit diff| %.3g (tolerance %.3g), top-1 %d/%d",
@@ -641,6 +685,7 @@ def deploy_onnx(
     preferred_batch_sizes: Optional[Sequence[int]] = None,
     max_queue_delay_us: int = DEFAULT_QUEUE_DELAY_US,
     images: Union[None, PathLike, Sequence[PathLike]] = None,
+    parity_images: int = DEFAULT_PARITY_IMAGES,
     parity_backend: str = "cpu",
     parity_rtol: float = DEFAULT_PARITY_RTOL,
     parity_atol: float = DEFAULT_PARITY_ATOL,
@@ -648,6 +693,18 @@ def deploy_onnx(
 ) -> DeployResult:
     """Convert ``model_dir`` to ONNX, check it against Paddle Inference, and write a Triton
     model repository entry ``<repository>/<name>`` (name defaults to the export's directory name).
+
+    Args:
+        model_dir: the export (``exported_models/X``) or its :class:`ExportedModel`.
+        repository: the Triton model repository; created if missing.
+        name: model name (directory) in the repository.
+        opset: ONNX opset requested from paddle2onnx (raised by it where an op needs more).
+        max_batch, preferred_batch_sizes, max_queue_delay_us: Triton's ``max_batch_size``
+            and ``dynamic_batching`` settings (preferred default: 4, 8, 16, .. ``max_batch``).
+        images, parity_images: what the parity check runs on and how many (see
+            :func:`check_onnx_parity`).
+        parity_backend, parity_rtol, parity_atol: the Paddle side and the logit tolerance.
+        overwrite: replace an existing ``<repository>/<name>``.
 
     Everything is written to a staging directory and renamed into place only after the
     parity check passed and ``config.pbtxt`` parsed back, so a failure leaves no partial
@@ -674,11 +731,16 @@ def deploy_onnx(
     )
     repository.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.deploy-", dir=repository))
+    # mkdtemp makes the directory private (0700); a Triton container often runs as another
+    # user, so give it the permissions an ordinary mkdir would have had.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(staging, 0o777 & ~umask)
     try:
         onnx_info = convert_to_onnx(model, staging / MODEL_VERSION / ONNX_MODEL_FILE, opset=opset)
         parity = check_onnx_parity(
             model, onnx_info.path, images, paddle_backend=parity_backend, rtol=parity_rtol, atol=parity_atol,
-            batch_size=min(max_batch, 8),
+            batch_size=min(max_batch, 8), limit=parity_images,
         )
         if not parity.passed:
             raise ExportError(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,12 @@ from harness.onnx_export import (  # noqa: E402
 )
 from harness.predictor import Predictor, PredictorOptions  # noqa: E402
 from test_export import CLASSES, make_run_dir  # noqa: E402
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
 
 FLOWERS12_TEST = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "flowers12" / "test"
 
@@ -71,6 +78,7 @@ def deployed(exported, parity_images, tmp_path_factory):
 def test_deploy_writes_a_triton_repository_that_parses_with_tritons_protobuf(deployed, exported):
     model_dir = deployed.repository / "tiny_cls"
     assert sorted(p.name for p in deployed.repository.iterdir()) == ["tiny_cls"]  # no staging left behind
+    assert model_dir.stat().st_mode & 0o055 == 0o055 & ~_umask()  # readable by a server running as another user
     for name in (TRITON_CONFIG_FILE, TRITON_LABEL_FILE, PREPROCESS_FILE, DEPLOY_REPORT_FILE, f"1/{ONNX_MODEL_FILE}"):
         assert (model_dir / name).is_file(), name
 
@@ -121,6 +129,13 @@ def test_onnx_model_reproduces_paddle_inference_on_real_images(deployed, exporte
     np.testing.assert_allclose(got_all, expected, atol=1e-3 + 1e-4 * np.abs(expected).max())
     np.testing.assert_allclose(got_one[0], got_all[0], atol=1e-5)
     assert (got_all.argmax(1) == expected.argmax(1)).all()
+    # No dead nodes or constants left by the converter (onnxruntime and Triton warn about each).
+    import onnx
+
+    graph = onnx.load(str(deployed.onnx.path)).graph
+    consumed = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
+    assert all(any(out in consumed for out in node.output) for node in graph.node)
+    assert all(init.name in consumed for init in graph.initializer)
 
 
 def test_parity_failure_is_an_error_and_leaves_nothing(exported, parity_images, tmp_path, monkeypatch):

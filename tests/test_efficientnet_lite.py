@@ -167,8 +167,8 @@ def test_registry_entry_and_freezing():
     assert entry.pretrained_cfg.mean == pytest.approx((127 / 255,) * 3)
     assert entry.pretrained_cfg.std == pytest.approx((128 / 255,) * 3)
     model = entry.builder(num_classes=5)
-    assert model.bn0._momentum == pytest.approx(0.99) and model.bn0._epsilon == pytest.approx(1e-3)
-    assert entry.builder(num_classes=5, bn_momentum=0.9).blocks[7].bn2._momentum == pytest.approx(0.9)
+    assert model.bn0._momentum == pytest.approx(0.9) and model.bn0._epsilon == pytest.approx(1e-3)
+    assert entry.builder(num_classes=5, bn_momentum=0.99).blocks[7].bn2._momentum == pytest.approx(0.99)
     with pytest.raises(ModelError, match="bn_momentum"):
         entry.builder(num_classes=5, bn_momentum=1.5)
     model.freeze_stages(3)  # stem, stage 1, stage 2

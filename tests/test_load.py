@@ -45,6 +45,8 @@ def test_load_counts_errors_per_status_code(server, tmp_path):
     report = run_load(server, load_images(tmp_path), [2], 0.3, warmup_s=0.0)
     (lv,) = report.levels
     assert lv.ok == 0 and set(lv.errors) == {"422"} and lv.errors["422"] == lv.requests > 0
+    # Without a single success there are no percentiles; the JSON says null, not NaN.
+    assert json.loads(json.dumps(report.to_dict(), allow_nan=False))["levels"][0]["latency_ms"]["p50_ms"] is None
 
 
 def test_bench_load_cli_writes_json(server, image_paths, tmp_path, capsys):

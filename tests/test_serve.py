@@ -21,7 +21,8 @@ httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
-from bench.server import ApiError, batch_buckets, image_header_size  # noqa: E402
+from bench.server import ApiError, batch_buckets, bind_socket, image_header_size  # noqa: E402
+from harness.errors import ConfigError  # noqa: E402
 from harness.data import read_image_rgb  # noqa: E402
 from harness.export import ExportedModel, export  # noqa: E402
 from harness.predictor import Predictor, PredictorOptions  # noqa: E402
@@ -52,11 +53,22 @@ def png_bomb(width: int = 50_000, height: int = 50_000) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def image_paths() -> list[Path]:
-    if not FLOWERS12_TEST.is_dir():
-        pytest.skip(f"flowers12 not found at {FLOWERS12_TEST.resolve()}")
-    classes = sorted(p for p in FLOWERS12_TEST.iterdir() if p.is_dir())
-    return [sorted(c.glob("*.jpg"))[0] for c in classes[:8]]
+def image_paths(tmp_path_factory) -> list[Path]:
+    """One flowers12 test image of each of 8 classes; smooth synthetic JPEGs where flowers12 is absent."""
+    if FLOWERS12_TEST.is_dir():
+        classes = sorted(p for p in FLOWERS12_TEST.iterdir() if p.is_dir())
+        return [sorted(c.glob("*.jpg"))[0] for c in classes[:8]]
+    root = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(8):
+        img = cv2.resize(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8), (120 + 9 * i, 90 + 5 * i),
+                         interpolation=cv2.INTER_CUBIC)
+        path = root / f"class{i}" / "0.jpg"
+        path.parent.mkdir()
+        cv2.imwrite(str(path), img)
+        paths.append(path)
+    return paths
 
 
 @pytest.fixture(scope="module")
@@ -115,6 +127,21 @@ def test_image_header_size_reads_dimensions_without_decoding(image_paths):
         image_header_size(b"\xff\xd8\xff\xe0\x00\x10JFIF")
     assert info.value.status == 422
     assert batch_buckets(8) == (1, 2, 4, 8) and batch_buckets(6) == (1, 2, 4, 6) and batch_buckets(1) == (1,)
+
+
+def test_bind_socket_is_tcp_so_that_asyncio_disables_nagle():
+    # asyncio sets TCP_NODELAY only on sockets whose proto is IPPROTO_TCP; with proto 0 every
+    # keep-alive request waited ~40 ms for a delayed ACK.
+    sock = bind_socket("127.0.0.1", 0)
+    try:
+        assert sock.proto == socket.IPPROTO_TCP and sock.getsockname()[1] > 0
+        sock.listen()
+        with pytest.raises(ConfigError, match="cannot listen"):
+            bind_socket("127.0.0.1", sock.getsockname()[1]).close()
+    finally:
+        sock.close()
+    with pytest.raises(ConfigError, match="--port"):
+        bind_socket("127.0.0.1", 70000)
 
 
 def test_answers_equal_predictor_predict_images(server, exported, image_paths):

@@ -61,20 +61,27 @@ def test_summarize_point_pools_requests_and_spreads_img_per_sec_over_repetitions
     assert sum(record["split_ms"].values()) == pytest.approx(pooled.mean())
     assert record["split_ms"]["inference"] == pytest.approx(0.6 * pooled.mean())
     assert sum(record["split_fraction"].values()) == pytest.approx(1.0)
+    assert record["pipeline_ms_per_image"] == pytest.approx(0.4 * pooled.mean() / 2)
 
 
 def test_add_ratios_divides_by_model_only_and_by_the_baseline_at_the_same_batch():
-    def point(pipeline, input_mode, b, c, ips):
+    def point(pipeline, input_mode, b, c, ips, pipeline_ms=0.0):
         return {"pipeline": pipeline, "input": input_mode, "batch_size": b, "concurrency": c, "images_per_sec": ips,
-                "ratios": {"e2e_over_model": None, "ours_over_baseline": None}}
+                "pipeline_ms_per_image": pipeline_ms,
+                "ratios": {"e2e_over_model": None, "ours_over_baseline": None, "pipeline_speedup_vs_baseline": None}}
 
-    points = [point("ours", "jpeg", 8, 2, 30.0), point("ours", "tensor", 8, 2, 40.0),
-              point("ours", "tensor", 8, 1, 25.0), point("baseline", "jpeg", 8, 1, 10.0), point("ours", "jpeg", 1, 1, 5.0)]
+    none = {"e2e_over_model": None, "ours_over_baseline": None, "pipeline_speedup_vs_baseline": None}
+    points = [point("ours", "jpeg", 8, 2, 30.0, 0.5), point("ours", "tensor", 8, 2, 40.0),
+              point("ours", "tensor", 8, 1, 25.0), point("baseline", "jpeg", 8, 1, 10.0, 2.0),
+              point("ours", "jpeg", 1, 1, 5.0, 1.0), point("ours", "jpeg", 8, 1, 20.0, 0.25)]
     tp.add_ratios(points)
-    assert points[0]["ratios"] == {"e2e_over_model": pytest.approx(0.75), "ours_over_baseline": pytest.approx(3.0)}
-    assert points[1]["ratios"] == {"e2e_over_model": None, "ours_over_baseline": None}
-    assert points[3]["ratios"] == {"e2e_over_model": pytest.approx(0.4), "ours_over_baseline": None}
-    assert points[4]["ratios"] == {"e2e_over_model": None, "ours_over_baseline": None}
+    # At concurrency 2 the stage times include waiting for a core: no pipeline comparison there.
+    assert points[0]["ratios"] == {**none, "e2e_over_model": pytest.approx(0.75), "ours_over_baseline": pytest.approx(3.0)}
+    assert points[1]["ratios"] == none
+    assert points[3]["ratios"] == {**none, "e2e_over_model": pytest.approx(0.4)}
+    assert points[4]["ratios"] == none  # no baseline at batch 1, no model-only point at batch 1
+    assert points[5]["ratios"] == {"e2e_over_model": pytest.approx(0.8), "ours_over_baseline": pytest.approx(2.0),
+                                   "pipeline_speedup_vs_baseline": pytest.approx(8.0)}
 
 
 # -- the closed-loop runner (no Paddle) ------------------------------------------------------------
@@ -254,6 +261,7 @@ def test_short_real_run_writes_every_output_with_all_points(short_run):
             assert p["ratios"]["e2e_over_model"] > 0
         if (p["pipeline"], p["input"]) == ("ours", "jpeg"):
             assert p["ratios"]["ours_over_baseline"] > 0
+            assert (p["ratios"]["pipeline_speedup_vs_baseline"] is None) == (p["concurrency"] > 1)
     env = report["environment"]
     assert env["model_name"] == "ResNet_tiny" and env["image_size"] == 32 and env["backend"] == "cpu"
     assert env["kernels_backend"] in ("cpu-native", "reference")
@@ -340,3 +348,38 @@ def test_quick_measurement_gives_the_journal_latency_keys(tiny_export):
     assert result["latency_batch"] == 2
     with pytest.raises(ConfigError):
         tp.quick_measurement(tiny_export, batch_size=0)
+
+
+def test_client_pool_reuses_its_threads_across_measurements():
+    import threading
+
+    seen: list[set[int]] = [set(), set()]
+
+    def client(i):
+        def call():
+            seen[i].add(threading.get_ident())
+            return 0.0, 0.0, 0.0, 0.0
+        return call
+
+    clients = [client(0), client(1)]
+    with tp.ClientPool(2) as pool:
+        pool.warm_up(clients, 1, 0.0)
+        first = pool.run(clients, 1, requests=3)
+        pool.run(clients, 1, duration_s=0.02)
+        with pytest.raises(ConfigError):
+            pool.run(clients[:1], 1, requests=1)
+    assert first.requests == 6
+    assert len(seen[0]) == 1 and len(seen[1]) == 1 and seen[0] != seen[1]
+
+
+def test_agreement_check_notices_a_wrong_baseline_channel_order(tiny_export, jpeg_dir, monkeypatch):
+    from harness.predictor import Predictor, PredictorOptions
+
+    jpegs = [data for _, data in tp.load_jpeg_bytes(jpeg_dir, 8)]
+    predictor = Predictor(tiny_export, PredictorOptions(threads=1, batch_size=8))
+    good = tp.prediction_agreement(predictor, jpegs)
+    original = tp.baseline_decode
+    monkeypatch.setattr(tp, "baseline_decode", lambda data: np.ascontiguousarray(original(data)[:, :, ::-1]))
+    bgr = tp.prediction_agreement(predictor, jpegs)
+    assert good["max_abs_input_diff"] < 0.05
+    assert bgr["max_abs_input_diff"] > 0.5 and bgr["max_abs_logit_diff"] > good["max_abs_logit_diff"]

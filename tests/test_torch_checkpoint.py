@@ -272,6 +272,14 @@ def test_tensor_beyond_its_storage_is_rejected(tmp_path, fake_torch):
         load_torch_state_dict(path)
 
 
+def test_broadcast_bomb_is_rejected(tmp_path, fake_torch):
+    storage = FakeStorage("s", np.zeros(1, np.float32))
+    path = tmp_path / "bomb.pth"
+    write_zip(path, {"w": FakeTensor(storage, 0, (1 << 20, 1 << 20), (0, 0))}, fake_torch)
+    with pytest.raises(CheckpointFormatError, match="implausibly large"):
+        load_torch_state_dict(path)
+
+
 def test_not_a_checkpoint(tmp_path):
     text = tmp_path / "notes.txt"
     text.write_text("hello")

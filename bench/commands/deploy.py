@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Deploy and print where the files went and how the parity check came out."""
     from harness.errors import ConfigError
-    from harness.onnx_export import find_images, deploy_onnx
+    from harness.onnx_export import deploy_onnx
 
     preferred = None
     if args.preferred_batch:
@@ -43,11 +43,10 @@ def run(args: argparse.Namespace) -> int:
             preferred = [int(x) for x in args.preferred_batch.split(",") if x.strip()]
         except ValueError:
             raise ConfigError(f"--preferred-batch must be comma-separated integers, got {args.preferred_batch!r}") from None
-    images = find_images(args.images, args.parity_images) if args.images else None
     result = deploy_onnx(
         args.model, args.out, name=args.name, opset=args.opset, max_batch=args.max_batch,
-        preferred_batch_sizes=preferred, max_queue_delay_us=args.max_queue_delay_us, images=images,
-        overwrite=args.overwrite,
+        preferred_batch_sizes=preferred, max_queue_delay_us=args.max_queue_delay_us, images=args.images,
+        parity_images=args.parity_images, overwrite=args.overwrite,
     )
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
@@ -61,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     table.add_column()
     table.add_row("ONNX model", f"{result.onnx.path} (opset {result.onnx.opset}, input {result.onnx.input_name} "
                   f"{list(result.onnx.input_shape)}, output {result.onnx.output_name} {list(result.onnx.output_shape)})")
-    table.add_row("parity", f"onnxruntime vs Paddle Inference ({p.paddle_backend}) on {p.num_inputs} {p.input_kind}: "
+    table.add_row("parity", f"onnxruntime vs Paddle Inference ({p.paddle_backend}) on {p.num_inputs} {p.input_kind} from {p.source}: "
                   f"top-1 {p.top1_agree}/{p.num_inputs}, max |logit diff| {p.max_abs_diff:.3g} "
                   f"(tolerance {p.tolerance:.3g}, max |logit| {p.max_abs_logit:.3g})")
     table.add_row("Triton", f"platform onnxruntime_onnx, max_batch_size {result.max_batch}, preferred "

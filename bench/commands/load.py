@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         from rich.table import Table
 
         table = Table(title=f"{report.url}: {report.images} images, {args.duration:g} s per level", title_justify="left")
-        for column in ("concurrency", "req/s", "p50 ms", "p90 ms", "p95 ms", "p99 ms", "ok", "errors", "mean batch"):
+        for column in ("conc.", "req/s", "p50 ms", "p90 ms", "p95 ms", "p99 ms", "ok", "errors", "mean batch"):
             table.add_column(column, justify="left" if column == "errors" else "right")
         for lv in report.levels:
             lat = lv.latency_ms

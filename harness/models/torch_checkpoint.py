@@ -26,6 +26,7 @@ from __future__ import annotations
 import collections
 import io
 import logging
+import math
 import os
 import pickle
 import struct
@@ -54,6 +55,8 @@ LEGACY_PROTOCOL_VERSION = 1001
 # The magic number as a pickled LONG1 (opcode, length, 10 little-endian bytes):
 # torch.save's first pickle is a PROTO opcode (and a frame header from protocol 4) then this.
 _LEGACY_MAGIC_PICKLED = b"\x8a\x0a" + LEGACY_MAGIC_NUMBER.to_bytes(10, "little")
+
+_MAX_TENSOR_ELEMENTS = 1 << 34
 
 # torch storage type name -> numpy dtype of one element. bfloat16 has no numpy
 # dtype: its raw 16-bit patterns are read as uint16 and widened to float32.
@@ -144,6 +147,10 @@ class _PendingTensor:
         stride = tuple(int(s) for s in self.stride)
         if len(size) != len(stride) or any(s < 0 for s in size) or any(s < 0 for s in stride):
             raise CheckpointFormatError(f"invalid tensor size {size} / stride {stride} in storage {base.key!r}")
+        if math.prod(size) > _MAX_TENSOR_ELEMENTS:
+            # Stride-0 dimensions could otherwise expand a tiny storage into an
+            # allocation that exhausts memory.
+            raise CheckpointFormatError(f"tensor of size {size} in storage {base.key!r} is implausibly large")
         if 0 not in size:
             last = offset + sum((n - 1) * s for n, s in zip(size, stride))
             if offset < 0 or last >= limit:
