@@ -19,6 +19,7 @@ from harness.errors import TlbenchError
 COMMAND_MODULES = [
     "bench.commands.train",
     "bench.commands.search",
+    "bench.commands.train_speed",
     "bench.commands.loader_bench",
     "bench.commands.report",
     "bench.commands.replay",

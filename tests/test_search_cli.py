@@ -13,7 +13,8 @@ from bench.cli import main  # noqa: E402
 from search import load_trials  # noqa: E402
 
 TINY = ["--dataset", "demo", "--model", "ResNet_tiny", "--image-size", "32", "--epochs", "1",
-        "--max-steps-per-epoch", "2", "--batch-size", "16", "--eval-batch-size", "8"]
+        "--max-steps-per-epoch", "2", "--batch-size", "16", "--eval-batch-size", "8",
+        "--latency-seconds", "0.2"]
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +38,8 @@ def test_search_trials_are_scored_on_exported_models(finished_search):
     for t in complete:
         assert 0.0 <= t.value <= 1.0
         assert t.value == pytest.approx(t.metrics["val_top1"])  # demo's protocol metric is top-1
-        assert t.metrics["latency_p99_ms"] > 0
+        assert t.metrics["latency_p99_ms"] >= t.metrics["latency_p50_ms"] > 0
+        assert t.metrics["latency_batch"] == 1
         assert {"train_s", "export_s", "eval_s"} <= set(t.timings)
         assert (Path(t.metrics["exported_dir"]) / "manifest.json").is_file()
     summary = json.loads((run_dir / "summary.json").read_text())

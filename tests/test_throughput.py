@@ -383,3 +383,14 @@ def test_agreement_check_notices_a_wrong_baseline_channel_order(tiny_export, jpe
     bgr = tp.prediction_agreement(predictor, jpegs)
     assert good["max_abs_input_diff"] < 0.05
     assert bgr["max_abs_input_diff"] > 0.5 and bgr["max_abs_logit_diff"] > good["max_abs_logit_diff"]
+
+
+def test_make_predictors_gives_each_client_its_own_predictor_with_the_same_outputs(tiny_export):
+    from harness.predictor import PredictorOptions
+
+    predictors = tp.make_predictors(tiny_export, PredictorOptions(threads=1, batch_size=2), 3)
+    assert len({id(p) for p in predictors}) == 3
+    batch = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    outputs = [p.predict(batch) for p in predictors]
+    for out in outputs[1:]:
+        np.testing.assert_array_equal(out, outputs[0])

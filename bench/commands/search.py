@@ -44,6 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--eval-precision", default="fp32", choices=["fp32", "fp16", "bf16", "int8"],
                    help="precision of the scoring predictor (fp32)")
     g.add_argument("--eval-batch-size", type=int, default=16, help="batch size of the scoring predictor (16)")
+    g.add_argument("--latency-seconds", type=float, default=1.0,
+                   help="model-only latency measurement of every trial's export, seconds (1; 0 turns it off)")
+    g.add_argument("--latency-batch", type=int, default=1, help="batch size of that measurement (1)")
     g.add_argument("--export-dir", help="where the best model goes (exported_models/<dataset>-<strategy>-best)")
     g.add_argument("--overwrite", action="store_true", help="replace an existing --export-dir")
     g.add_argument("--retrain-full", action="store_true",
@@ -129,6 +132,7 @@ def _new_search(args: argparse.Namespace):
     settings = {
         "eval_backend": args.eval_backend, "eval_precision": args.eval_precision,
         "eval_batch_size": args.eval_batch_size, "export_dir": export_dir, "replay": args.replay,
+        "latency_seconds": args.latency_seconds, "latency_batch": args.latency_batch,
     }
     meta = SearchMeta(strategy=args.strategy, space=space, seed=args.search_seed, options=options,
                       dataset=base.dataset, extra={"base_config": base.to_dict(), "settings": settings})
@@ -171,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
         objective: Any = ReplayObjective(settings["replay"])
     else:
         evaluation = EvalSettings(settings["eval_backend"], settings["eval_precision"], settings["eval_batch_size"],
-                                  base.threads)
+                                  base.threads, settings.get("latency_seconds", 1.0), settings.get("latency_batch", 1))
         objective = TrialObjective(base, str(run_dir / "trials"), evaluation)
     devices = args.devices.split(",") if args.devices else None
     space_names = list(meta.build_space().names) if meta.strategy not in ("bit",) else ["lr", "image_size", "epochs"]

@@ -32,6 +32,7 @@ from paddle import nn
 from kernels import paddle_ops
 
 from ..errors import IntegrityError, ModelError
+from .freezing import StageFreezing
 from .pretrained import LoadReport, load_pretrained, read_weights_file, resolve_weights, sha256_of
 from .registry import PretrainedConfig, register_model
 from .torch_checkpoint import is_torch_checkpoint, load_torch_state_dict
@@ -185,7 +186,7 @@ class MBConvBlock(nn.Layer):
         return out
 
 
-class EfficientNetLite(nn.Layer):
+class EfficientNetLite(StageFreezing, nn.Layer):
     """EfficientNet-Lite backbone and classifier (``stem -> 16 MBConv blocks -> head -> fc``)."""
 
     def __init__(
@@ -231,7 +232,6 @@ class EfficientNetLite(nn.Layer):
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(HEAD_CHANNELS, int(num_classes))
         self.num_classes = int(num_classes)
-        self._frozen_stages = 0
 
     def forward_features(self, x: paddle.Tensor) -> paddle.Tensor:
         """Pooled 1280-d features before dropout and the classifier."""
@@ -255,42 +255,6 @@ class EfficientNetLite(nn.Layer):
             start = end
         return groups
 
-    @property
-    def frozen_stages(self) -> int:
-        """How many groups of :meth:`stage_layers` are frozen (0 = none)."""
-        return self._frozen_stages
-
-    def freeze_stages(self, n: int) -> None:
-        """Freeze the stem (``n >= 1``) and the first ``n - 1`` MBConv stages.
-
-        Frozen parameters get ``stop_gradient = True``, and their batch norms stay in
-        inference mode (pretrained running statistics, never updated) even after
-        ``model.train()``. ``n = 0`` unfreezes everything; at most 8 groups exist.
-        """
-        groups = self.stage_layers()
-        if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= len(groups):
-            raise ModelError(f"freeze_stages: n must be an integer in [0, {len(groups)}], got {n!r}")
-        for index, group in enumerate(groups):
-            frozen = index < n
-            for layer in group:
-                for name, param in layer.named_parameters():
-                    if name.endswith(("_mean", "_variance")):
-                        continue  # running statistics are never trained
-                    param.stop_gradient = frozen
-                    param.trainable = not frozen
-        self._frozen_stages = n
-        self._apply_frozen_modes()
-
-    def _apply_frozen_modes(self) -> None:
-        for group in self.stage_layers()[: self._frozen_stages]:
-            for layer in group:
-                layer.eval()
-
-    def train(self, *args, **kwargs):
-        """Enter training mode, keeping frozen stages (see :meth:`freeze_stages`) in eval mode."""
-        result = super().train(*args, **kwargs)
-        self._apply_frozen_modes()
-        return result
 
     # ---------------------------------------------------------------- weights
     def load_pretrained_weights(self, spec: str | os.PathLike[str], *, strict: bool = False) -> LoadReport:

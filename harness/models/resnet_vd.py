@@ -35,6 +35,7 @@ import paddle
 from paddle import nn
 
 from ..errors import ModelError
+from .freezing import StageFreezing
 from .registry import PretrainedConfig, register_model
 
 
@@ -160,7 +161,7 @@ class BottleneckBlock(nn.Layer):
 _BLOCKS = {"basic": BasicBlock, "bottleneck": BottleneckBlock}
 
 
-class ResNetVd(nn.Layer):
+class ResNetVd(StageFreezing, nn.Layer):
     """ResNet_vd classifier with PaddleClas legendary parameter names.
 
     Args:
@@ -228,7 +229,6 @@ class ResNetVd(nn.Layer):
             self.num_classes,
             weight_attr=paddle.ParamAttr(initializer=nn.initializer.Uniform(-bound, bound)),
         )
-        self._frozen_stages = 0
 
     # ----------------------------------------------------------------- forward
     def forward_features(self, x: paddle.Tensor) -> paddle.Tensor:
@@ -251,43 +251,6 @@ class ResNetVd(nn.Layer):
             start += depth
         return groups
 
-    @property
-    def frozen_stages(self) -> int:
-        """How many groups of :meth:`stage_layers` are frozen (0 = none)."""
-        return self._frozen_stages
-
-    def freeze_stages(self, n: int) -> None:
-        """Freeze the stem (``n >= 1``) and the first ``n - 1`` residual stages.
-
-        Frozen parameters get ``stop_gradient = True`` (so optimizers skip them and
-        no gradient is computed), and their batch norms stay in inference mode: they
-        normalise with the pretrained running statistics and never update them, even
-        after ``model.train()``. ``n = 0`` unfreezes everything; at most 5 groups exist.
-        """
-        groups = self.stage_layers()
-        if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= len(groups):
-            raise ModelError(f"freeze_stages: n must be an integer in [0, {len(groups)}], got {n!r}")
-        for index, group in enumerate(groups):
-            frozen = index < n
-            for layer in group:
-                for name, param in layer.named_parameters():
-                    if name.endswith(("_mean", "_variance")):
-                        continue  # running statistics are never trained
-                    param.stop_gradient = frozen
-                    param.trainable = not frozen
-        self._frozen_stages = n
-        self._apply_frozen_modes()
-
-    def _apply_frozen_modes(self) -> None:
-        for group in self.stage_layers()[: self._frozen_stages]:
-            for layer in group:
-                layer.eval()
-
-    def train(self, *args: Any, **kwargs: Any) -> Any:
-        """Enter training mode, keeping frozen stages (see :meth:`freeze_stages`) in eval mode."""
-        result = super().train(*args, **kwargs)
-        self._apply_frozen_modes()
-        return result
 
     # ---------------------------------------------------------------- naming
     @staticmethod
