@@ -80,3 +80,10 @@ def test_fixed_search_with_retrain_on_train_and_val(tmp_path):
     final = json.loads((tmp_path / "fx" / "final-train+val" / "metrics.json").read_text())
     assert final["num_images"]["train"] == 360 + 120  # demo: train + val
     assert (tmp_path / "best" / "test_eval.json").is_file()
+
+
+def test_resume_refuses_flags_that_would_be_ignored(finished_search, capsys):
+    _, run_dir = finished_search
+    assert main(["search", "--resume", str(run_dir), "--epochs", "5"]) == 2
+    err = capsys.readouterr().err
+    assert "--epochs" in err and "search.json" in err

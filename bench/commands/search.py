@@ -65,6 +65,11 @@ def _typical_image_hw(samples) -> tuple[int, int]:
     return int(np.median([h for h, _ in shapes])), int(np.median([w for _, w in shapes]))
 
 
+# Short column headers and states keep the live table readable in an 80-column terminal.
+_SHORT_NAMES = {"label_smoothing": "LS", "l2_decay": "l2", "batch_size": "batch", "image_size": "px"}
+_STATE_WORDS = {"COMPLETE": "done", "FAILED": "failed", "PRUNED": "pruned", "RUNNING": "running"}
+
+
 def _trial_table(trials: list, metric: str, space_names: list[str]):
     from rich.table import Table
 
@@ -72,7 +77,7 @@ def _trial_table(trials: list, metric: str, space_names: list[str]):
     table = Table(title=f"trials (val {metric}; best {best:.4f})" if best is not None else "trials")
     table.add_column("#", justify="right")
     for name in space_names:
-        table.add_column(name)
+        table.add_column(_SHORT_NAMES.get(name, name), no_wrap=True)
     table.add_column(f"val {metric}", justify="right")
     table.add_column("p99 ms", justify="right")
     table.add_column("time", justify="right")
@@ -86,7 +91,8 @@ def _trial_table(trials: list, metric: str, space_names: list[str]):
             "" if t.value is None else f"{t.value:.4f}",
             "" if p99 is None else f"{p99:.1f}",
             "" if secs is None else f"{secs:.0f}s",
-            t.state.name if not t.error else f"{t.state.name}: {str(t.error)[:40]}",
+            _STATE_WORDS.get(t.state.name, t.state.name) if not t.error
+            else f"{_STATE_WORDS.get(t.state.name, t.state.name)}: {str(t.error)[:40]}",
             style=style,
         )
     return table
@@ -150,6 +156,15 @@ def run(args: argparse.Namespace) -> int:
 
     console = Console()
     if args.resume:
+        from ._train_args import _FIELDS
+
+        ignored = [f"--{f.replace('_', '-')}" for f in _FIELDS if getattr(args, f, None) is not None]
+        ignored += ["--space"] if args.space else []
+        if ignored:
+            raise ConfigError(
+                f"--resume {args.resume} continues that search with the settings in its search.json; "
+                f"drop {' '.join(ignored)} (only --trials, --workers, --devices, --ray, --overwrite apply)"
+            )
         meta = load_meta(args.resume)
         run_dir = Path(args.resume)
         journal = Journal.resume(run_dir)
