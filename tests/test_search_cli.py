@@ -87,3 +87,12 @@ def test_resume_refuses_flags_that_would_be_ignored(finished_search, capsys):
     assert main(["search", "--resume", str(run_dir), "--epochs", "5"]) == 2
     err = capsys.readouterr().err
     assert "--epochs" in err and "search.json" in err
+
+
+def test_two_worker_processes_run_real_trials(tmp_path):
+    argv = ["search", *TINY, "--strategy", "random", "--trials", "2", "--workers", "2", "--out-dir", str(tmp_path),
+            "--name", "par", "--export-dir", str(tmp_path / "best")]
+    assert main(argv) == 0
+    trials = [t for t in load_trials(tmp_path / "par" / "journal.jsonl") if t.state.name == "COMPLETE"]
+    assert sorted(t.id for t in trials) == [1, 2]
+    assert {t.worker for t in trials} == {0, 1}
