@@ -96,3 +96,13 @@ def test_two_worker_processes_run_real_trials(tmp_path):
     trials = [t for t in load_trials(tmp_path / "par" / "journal.jsonl") if t.state.name == "COMPLETE"]
     assert sorted(t.id for t in trials) == [1, 2]
     assert {t.worker for t in trials} == {0, 1}
+
+
+def test_real_trials_on_a_local_ray_cluster(tmp_path):
+    pytest.importorskip("ray")
+    argv = ["search", *TINY, "--strategy", "random", "--trials", "2", "--workers", "2", "--ray", "local",
+            "--out-dir", str(tmp_path), "--name", "ray", "--export-dir", str(tmp_path / "best")]
+    assert main(argv) == 0
+    trials = [t for t in load_trials(tmp_path / "ray" / "journal.jsonl") if t.state.name == "COMPLETE"]
+    assert sorted(t.id for t in trials) == [1, 2]
+    assert all((Path(t.metrics["exported_dir"]) / "manifest.json").is_file() for t in trials)

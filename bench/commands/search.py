@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--workers", dest="search_workers", metavar="N", type=int, default=1,
                    help="trials at a time, each in its own process (1)")
     g.add_argument("--devices", help="comma-separated GPU ids, one per worker (e.g. 0,1,2,3)")
-    g.add_argument("--ray", metavar="ADDRESS", help="run trials on a Ray cluster (pip install 'ray[default]')")
+    g.add_argument("--ray", metavar="ADDRESS", help="run trials as Ray tasks on the cluster at ADDRESS ('local' starts one here; pip install 'tlbench[ray]')")
     g.add_argument("--resume", metavar="DIR", help="continue the search in DIR")
     g.add_argument("--replay", metavar="JOURNAL", help="answer trials from a finished search instead of training")
     g.add_argument("--name", help="search directory name under --out-dir (<dataset>-<strategy>-<time>)")
