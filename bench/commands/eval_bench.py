@@ -52,21 +52,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def naive_preprocess(path: str, resize_short: int, crop: int, mean: np.ndarray, std: np.ndarray, scale: float) -> np.ndarray:
-    """One image the way PaddleClas's deploy ops do it: cv2 read, numpy ops, CHW float32."""
+    """One image the way PaddleClas's deploy ops do it: cv2 read, BGR→RGB, numpy ops, CHW float32."""
     import cv2
+
+    from bench.throughput import baseline_preprocess
 
     img = cv2.imread(path)
     if img is None:
         raise ConfigError(f"cv2.imread could not read {path}")
-    img = img[:, :, ::-1]
-    h, w = img.shape[:2]
-    percent = float(resize_short) / min(h, w)
-    img = cv2.resize(img, (int(round(w * percent)), int(round(h * percent))), interpolation=cv2.INTER_LINEAR)
-    h, w = img.shape[:2]
-    top, left = (h - crop) // 2, (w - crop) // 2
-    img = img[top : top + crop, left : left + crop, :]
-    img = (img.astype("float32") * np.float32(scale) - mean) / std
-    return img.transpose((2, 0, 1))
+    return baseline_preprocess(img[:, :, ::-1], resize_short, crop, mean, std, scale)
 
 
 def naive_loop(predictor: Any, paths: Sequence[str], batch_size: int) -> tuple[np.ndarray, float]:
