@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -35,6 +36,10 @@ from .models import create_model, freeze_stages  # noqa: E402
 from .results import CHECKPOINT_NAME, CONFIG_NAME, METRICS_NAME, TrainResult  # noqa: E402
 
 log = logging.getLogger(__name__)
+
+# Paddle's BatchNorm warns on every train() call that it tracks running statistics, which is
+# what fine-tuning wants; the message carries no information for our users.
+warnings.filterwarnings("ignore", message="When training, we now always track global mean and variance")
 
 
 @dataclass
@@ -254,8 +259,12 @@ def fine_tune(
         _write_metrics(run_dir, cfg, splits, history, val_metrics, finished=False)
         if on_epoch is not None:
             on_epoch(EpochInfo(epoch, cfg.epochs, record))
-        log.info("epoch %d/%d: loss %.4f, val top1 %.4f", epoch + 1, cfg.epochs, record["train_loss"],
-                 val_metrics.get("top1", float("nan")))
+        log.info(
+            "epoch %d/%d: loss %.4f, val top1 %.4f top5 %.4f mean/class %.4f, %.1f img/s",
+            epoch + 1, cfg.epochs, record["train_loss"], val_metrics.get("top1", float("nan")),
+            val_metrics.get("top5", float("nan")), val_metrics.get("mean_per_class", float("nan")),
+            record["train_images_per_s"],
+        )
 
     checkpoint = run_dir / CHECKPOINT_NAME
     tmp = checkpoint.with_suffix(".tmp")

@@ -35,15 +35,7 @@ def run(args: argparse.Namespace) -> int:
             progress.update(task, total=info.steps_per_epoch, completed=info.step + 1,
                             epoch=f"{info.epoch + 1}/{cfg.epochs}", loss=info.loss, lr=info.lr, ips=info.images_per_s)
 
-        def on_epoch(info) -> None:
-            r = info.record
-            progress.console.print(
-                f"epoch {r['epoch']}/{info.epochs}  loss {r['train_loss']:.4f}  "
-                f"val top1 {r.get('val_top1', float('nan')):.4f}  top5 {r.get('val_top5', float('nan')):.4f}  "
-                f"mean/class {r.get('val_mean_per_class', float('nan')):.4f}  {r['train_images_per_s']:.1f} img/s"
-            )
-
-        result = fine_tune(cfg, on_step=on_step, on_epoch=on_epoch)
+        result = fine_tune(cfg, on_step=on_step)  # per-epoch metrics are logged by fine_tune
     summary = {"run_dir": result.run_dir, "checkpoint": result.checkpoint, "metric": result.metric,
                "val": result.val_metrics, "skipped_images": len(result.data_report.get("skipped", []))}
     if args.json:

@@ -344,7 +344,7 @@ def load_pretrained(
         value = np.asarray(renamed[name].numpy() if hasattr(renamed[name], "numpy") else renamed[name])
         if tuple(value.shape) != tuple(tensor.shape):
             reinitialized.append(name)
-            logger.info(
+            logger.debug(
                 "%s: %s has shape %s in the weights and %s in the model; keeping fresh values",
                 source or "weights",
                 name,
