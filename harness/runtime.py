@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from functools import lru_cache
 
 from .errors import ConfigError
@@ -44,6 +45,8 @@ def prepare_environment(threads: int | None = None) -> None:
     (dygraph training measured 2-3x faster); the variable is ignored elsewhere,
     and a value the user set is kept.
     """
+    # Paddle warns at import that ccache is missing; it only matters when compiling C++ ops.
+    warnings.filterwarnings("ignore", message="No ccache found")
     n = threads or cpu_count()
     os.environ.setdefault("OMP_NUM_THREADS", str(n))
     if cpu_vendor() == "AuthenticAMD":

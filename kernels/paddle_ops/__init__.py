@@ -22,6 +22,7 @@ import hashlib
 import logging
 import os
 import threading
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -83,9 +84,12 @@ def _load_prebuilt(build_dir: Path) -> Any | None:
     try:
         if not (library.is_file() and stamp.read_text().strip() == _fingerprint()):
             return None
-        from paddle.utils.cpp_extension.extension_utils import _import_module_from_library
+        with warnings.catch_warnings():
+            # Importing Paddle's extension utilities warns about ccache, which loading does not use.
+            warnings.simplefilter("ignore", UserWarning)
+            from paddle.utils.cpp_extension.extension_utils import _import_module_from_library
 
-        return _import_module_from_library(_LIB_NAME, str(library.parent), False)
+            return _import_module_from_library(_LIB_NAME, str(library.parent), False)
     except Exception as exc:  # private Paddle API or a stale library: rebuild
         logger.debug("prebuilt %s not usable (%s); rebuilding", library, exc)
         return None
