@@ -258,7 +258,10 @@ class _RayExecutor:
         except ImportError:
             raise ConfigError("the Ray backend needs the 'ray' package, which is not installed: pip install 'ray[default]'") from None
         self._ray = ray
-        if not ray.is_initialized():
+        # A cluster connection this search opened is closed again when it ends (a local
+        # cluster started here is stopped); one the caller opened is left alone.
+        self._owns_connection = not ray.is_initialized()
+        if self._owns_connection:
             ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
         self._remote = ray.remote(num_cpus=1, num_gpus=gpus_per_trial, max_retries=0)(_execute_trial)
         self._refs: list[Any] = []
@@ -275,6 +278,8 @@ class _RayExecutor:
                     self._ray.cancel(ref, force=True)
                 except Exception:  # noqa: BLE001 - finished tasks cannot be cancelled; nothing to do
                     pass
+        if self._owns_connection:
+            self._ray.shutdown()
 
 
 def run_search(

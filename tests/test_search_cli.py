@@ -106,3 +106,6 @@ def test_real_trials_on_a_local_ray_cluster(tmp_path):
     trials = [t for t in load_trials(tmp_path / "ray" / "journal.jsonl") if t.state.name == "COMPLETE"]
     assert sorted(t.id for t in trials) == [1, 2]
     assert all((Path(t.metrics["exported_dir"]) / "manifest.json").is_file() for t in trials)
+    import ray
+
+    assert not ray.is_initialized()  # the local cluster the search started is stopped again

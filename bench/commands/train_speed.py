@@ -58,19 +58,23 @@ def _set_mode(mode: str) -> None:
     os.environ[paddle_ops.OPS_ENV] = MODES[mode]
 
 
-def _synthetic_rates(args: argparse.Namespace, modes: list[str]) -> dict[str, list[float]]:
+def synthetic_train_step(model_name: str, image_size: int, batch_size: int, num_classes: int = 1000):
+    """A callable that runs one Momentum-SGD training step of ``model_name`` on a fixed random batch.
+
+    Each call waits for the step to finish, so wall time around it is the step time.
+    """
     import numpy as np
     import paddle
 
     from harness.models import create_model
 
     paddle.seed(0)
-    model = create_model(args.model, args.num_classes)
+    model = create_model(model_name, num_classes)
     model.train()
     optimizer = paddle.optimizer.Momentum(learning_rate=1e-3, momentum=0.9, parameters=model.parameters())
     rng = np.random.default_rng(0)
-    x = paddle.to_tensor(rng.standard_normal((args.batch_size, 3, args.image_size, args.image_size)).astype("float32"))
-    y = paddle.to_tensor(rng.integers(0, args.num_classes, (args.batch_size,)).astype("int64"))
+    x = paddle.to_tensor(rng.standard_normal((batch_size, 3, image_size, image_size)).astype("float32"))
+    y = paddle.to_tensor(rng.integers(0, num_classes, (batch_size,)).astype("int64"))
 
     def step() -> None:
         loss = paddle.nn.functional.cross_entropy(model(x), y)
@@ -78,6 +82,12 @@ def _synthetic_rates(args: argparse.Namespace, modes: list[str]) -> dict[str, li
         optimizer.step()
         optimizer.clear_grad()
         float(loss.item())  # waits for the step to finish
+
+    return step
+
+
+def _synthetic_rates(args: argparse.Namespace, modes: list[str]) -> dict[str, list[float]]:
+    step = synthetic_train_step(args.model, args.image_size, args.batch_size, args.num_classes)
 
     for mode in modes:
         _set_mode(mode)
