@@ -47,6 +47,9 @@ def prepare_environment(threads: int | None = None) -> None:
     """
     # Paddle warns at import that ccache is missing; it only matters when compiling C++ ops.
     warnings.filterwarnings("ignore", message="No ccache found")
+    # BatchNorm warns on every train() call that it tracks running statistics, which is what
+    # fine-tuning wants.
+    warnings.filterwarnings("ignore", message="When training, we now always track global mean and variance")
     n = threads or cpu_count()
     os.environ.setdefault("OMP_NUM_THREADS", str(n))
     if cpu_vendor() == "AuthenticAMD":

@@ -13,7 +13,6 @@ import json
 import logging
 import math
 import time
-import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -36,10 +35,6 @@ from .models import create_model, freeze_stages  # noqa: E402
 from .results import CHECKPOINT_NAME, CONFIG_NAME, METRICS_NAME, TrainResult  # noqa: E402
 
 log = logging.getLogger(__name__)
-
-# Paddle's BatchNorm warns on every train() call that it tracks running statistics, which is
-# what fine-tuning wants; the message carries no information for our users.
-warnings.filterwarnings("ignore", message="When training, we now always track global mean and variance")
 
 
 @dataclass
