@@ -29,6 +29,14 @@ def finished_search(tmp_path_factory):
     return root, run_dir
 
 
+def test_json_output_is_only_the_summary(finished_search, capsys, tmp_path):
+    _, run_dir = finished_search
+    # A resume that has nothing left to run still prints the summary.
+    assert main(["search", "--resume", str(run_dir), "--trials", "2", "--overwrite", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["trials"] == 2 and summary["best"]["trial"] in (1, 2)
+
+
 def test_search_trials_are_scored_on_exported_models(finished_search):
     root, run_dir = finished_search
     trials = load_trials(run_dir / "journal.jsonl")

@@ -154,7 +154,8 @@ def run(args: argparse.Namespace) -> int:
 
     from bench.objective import EvalSettings, TrialObjective
 
-    console = Console()
+    # With --json, stdout carries only the summary; the live table goes to stderr.
+    console = Console(stderr=args.json)
     if args.resume:
         from ._train_args import _FIELDS
 
