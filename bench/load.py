@@ -7,6 +7,12 @@ that connection set-up and the server's first batches do not skew the numbers.
 Throughput is successful answers per second of the measurement window; latencies are
 client-side (request sent → answer read) of successful requests; errors are counted per
 HTTP status code (``"connect"`` / ``"timeout"`` / ``"read"`` for transport failures).
+
+The URL is checked before anything is measured: it must be ``http://`` or ``https://``, and
+the server must answer (any status) a ``GET /health``; an unreachable target is a
+:class:`~harness.errors.ConfigError`, not a report full of connection errors. A worker that
+hits a transport failure (warm-up included) backs off exponentially before its next
+request, so a dying server is not hammered in a tight loop.
 """
 
 from __future__ import annotations
@@ -26,6 +32,11 @@ from harness.metrics import latency_summary
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_S = 30.0
+# Back-off after a transport failure: first pause, doubled per consecutive failure up to the cap.
+BACKOFF_START_S = 0.05
+BACKOFF_MAX_S = 1.0
+# The reachability probe gives up sooner than the requests themselves.
+PROBE_TIMEOUT_S = 10.0
 LOAD_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
@@ -109,6 +120,39 @@ def parse_concurrency(text: str) -> list[int]:
     return levels
 
 
+def validate_url(url: str) -> str:
+    """``url`` stripped, after checking it is an absolute ``http://`` or ``https://`` URL with a host.
+
+    Raises:
+        ConfigError: anything else (``localhost:8000`` without a scheme, ``ftp://...``, garbage).
+    """
+    import httpx
+
+    text = str(url).strip()
+    try:
+        parsed = httpx.URL(text)
+    except (httpx.InvalidURL, TypeError) as exc:
+        raise ConfigError(f"--url {url!r} is not a valid URL: {exc}") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ConfigError(f"--url must be an http:// or https:// URL with a host, like http://127.0.0.1:8000; got {url!r}")
+    return text
+
+
+async def check_reachable(client: Any, base: str, timeout_s: float = PROBE_TIMEOUT_S) -> None:
+    """One ``GET base/health``; any HTTP answer will do, a transport failure will not.
+
+    Raises:
+        ConfigError: ``cannot reach URL ...`` when no HTTP answer comes back.
+    """
+    import httpx
+
+    try:
+        response = await client.get(base + "/health", timeout=timeout_s)
+        await response.aread()
+    except httpx.TransportError as exc:
+        raise ConfigError(f"cannot reach URL {base}: {type(exc).__name__}: {exc or 'no answer'}") from None
+
+
 def _predict_url(url: str) -> str:
     url = url.rstrip("/")
     return url if url.endswith("/predict") else url + "/predict"
@@ -145,6 +189,7 @@ async def _run_level(client: Any, url: str, base: str, images: Sequence[bytes], 
     state = {"measuring": False}
 
     async def worker(stop_at: float) -> None:
+        backoff = 0.0
         while time.perf_counter() < stop_at:
             body = images[next(counter) % len(images)]
             start = time.perf_counter()
@@ -159,14 +204,17 @@ async def _run_level(client: Any, url: str, base: str, images: Sequence[bytes], 
             except httpx.HTTPError:
                 status = "read"
             elapsed = time.perf_counter() - start
-            if not state["measuring"]:
-                continue
-            if status is None:
-                latencies.append(elapsed)
+            if state["measuring"]:
+                if status is None:
+                    latencies.append(elapsed)
+                else:
+                    errors[status] += 1
+            if status in ("connect", "timeout", "read"):
+                # Do not spin on a dead or dying server, in warm-up as in the measurement.
+                backoff = min(BACKOFF_MAX_S, backoff * 2 if backoff else BACKOFF_START_S)
+                await asyncio.sleep(min(backoff, max(0.0, stop_at - time.perf_counter())))
             else:
-                errors[status] += 1
-                if status == "connect":
-                    await asyncio.sleep(0.05)  # do not spin on a dead server
+                backoff = 0.0
 
     if warmup_s > 0:
         await asyncio.gather(*(worker(time.perf_counter() + warmup_s) for _ in range(concurrency)))
@@ -190,9 +238,14 @@ async def run_load_async(
     warmup_s: float = 0.5,
     timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> LoadReport:
-    """Drive ``url`` at each concurrency level in turn (see the module docstring)."""
+    """Drive ``url`` at each concurrency level in turn (see the module docstring).
+
+    Raises:
+        ConfigError: bad arguments, a malformed ``url``, or a server that cannot be reached.
+    """
     import httpx
 
+    url = validate_url(url)
     if not images:
         raise ConfigError("no images to send")
     if duration_s <= 0 or warmup_s < 0 or timeout_s <= 0:
@@ -204,6 +257,7 @@ async def run_load_async(
     results = []
     limits = httpx.Limits(max_connections=max(levels), max_keepalive_connections=max(levels))
     async with httpx.AsyncClient(timeout=timeout_s, limits=limits) as client:
+        await check_reachable(client, base, min(timeout_s, PROBE_TIMEOUT_S))
         for c in levels:
             latencies, errors, total, window, batches = await _run_level(
                 client, predict_url, base, images, c, duration_s, warmup_s

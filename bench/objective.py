@@ -119,7 +119,9 @@ class TrialObjective:
             **latency,
             "eval_backend": f"{self.evaluation.backend}/{self.evaluation.precision}",
             "preprocess_backend": ev.preprocess_backend,
-            "skipped_images": ev.num_skipped + len(result.data_report.get("skipped", [])),
+            # Unreadable files, counted once even when training and scoring both met them.
+            "skipped_images": len({path for path, _ in ev.skipped}
+                                  | {item["path"] for item in result.data_report.get("skipped", [])}),
             "exported_dir": str(exported.model_dir),
             "train_history": list(result.history),
         }

@@ -15,14 +15,23 @@ so a small file that declares 50000x50000 pixels never reaches the decoder. A fi
 passes these checks but does not decode is a 422. Every error is JSON
 ``{"error": message, "status": code}``; one bad request never affects the others.
 
-Dynamic batching (:class:`DynamicBatcher`): request handlers decode their image in a
-thread pool and put it on an asyncio queue; one collector task takes the first waiting
-image, then gathers more until ``max_batch`` or ``max_wait_ms`` after the first, and hands
-the batch to a single inference thread (fused preprocessing + Paddle Inference). Batches
-are zero-padded to a small set of sizes (powers of two up to ``max_batch``) so that oneDNN
-keeps one set of primitives per size instead of rebuilding them for every batch size.
-While a batch runs, new requests queue up and form the next batch, so the batch size grows
-with the load by itself. A full queue answers 503 instead of growing without bound.
+Dynamic batching (:class:`DynamicBatcher`): request handlers decode their image and run
+the model's preprocessing on it in a thread pool, and put the small ``3 x crop x crop``
+float32 tensor on an asyncio queue (a full-resolution image never waits in the queue:
+256 queued 40 MP images would hold 30 GB). One collector task takes the first waiting
+tensor, then gathers more until ``max_batch`` or ``max_wait_ms`` after the first, and
+hands the batch to a single inference thread (Paddle Inference). Batches are zero-padded to
+a small set of sizes (powers of two up to ``max_batch``) so that oneDNN keeps one set of
+primitives per size instead of rebuilding them for every batch size. While a batch runs,
+new requests queue up and form the next batch, so the batch size grows with the load by
+itself. When a batch fails, each of its requests is retried alone, so one input that
+breaks inference fails only its own request.
+
+Admission control: at most ``max_queue + max_batch`` ``/predict`` requests are in the
+server at once (reading their body, decoding, queued or in inference). A request beyond
+that is answered 503 at once, before its body is read, rather than waiting: a client under
+overload learns it immediately and can back off, and the server's memory stays bounded by
+``(max_queue + max_batch) * max_bytes`` of bodies plus one decoded image per decode thread.
 """
 
 import asyncio
@@ -183,16 +192,18 @@ class ServerStats:
 
 @dataclass
 class _Pending:
-    image: np.ndarray
+    tensor: np.ndarray  # one preprocessed image, [3, crop, crop] float32
     future: "asyncio.Future[tuple[np.ndarray, int]]"
 
 
 class DynamicBatcher:
     """Gathers concurrent requests into batches for one inference thread.
 
-    ``infer(images) -> logits`` runs on a dedicated thread (Paddle predictors are not
+    ``infer(tensors) -> logits`` runs on a dedicated thread (Paddle predictors are not
     re-entrant and the math library already uses every core); the collector runs on the
-    event loop. Start with :meth:`start` inside the running loop, stop with :meth:`stop`.
+    event loop. The queued items are preprocessed ``[3, crop, crop]`` tensors, never
+    full-resolution images, so a full queue stays small. Start with :meth:`start` inside
+    the running loop, stop with :meth:`stop`.
     """
 
     def __init__(
@@ -204,7 +215,7 @@ class DynamicBatcher:
         max_queue: int = DEFAULT_MAX_QUEUE,
         stats: Optional[ServerStats] = None,
     ):
-        """``infer`` maps a list of images to ``[N, C]`` logits; the rest bound the batches."""
+        """``infer`` maps a list of preprocessed tensors to ``[N, C]`` logits; the rest bound the batches."""
         if max_batch < 1 or max_wait_s < 0 or max_queue < 1:
             raise ConfigError(f"need max_batch >= 1, max_wait_s >= 0, max_queue >= 1; got {max_batch}, {max_wait_s}, {max_queue}")
         self._infer = infer
@@ -247,8 +258,8 @@ class DynamicBatcher:
         if self._executor is not None:
             self._executor.shutdown(wait=True)
 
-    async def submit(self, image: np.ndarray) -> tuple[np.ndarray, int]:
-        """Queue one image; returns its logits row and the size of the batch it ran in.
+    async def submit(self, tensor: np.ndarray) -> tuple[np.ndarray, int]:
+        """Queue one preprocessed ``[3, crop, crop]`` tensor; returns its logits row and its batch size.
 
         Raises:
             ApiError: 503 when the queue is full or the batcher is not running.
@@ -257,7 +268,7 @@ class DynamicBatcher:
             raise ApiError(503, "the inference worker is not running")
         future: asyncio.Future[tuple[np.ndarray, int]] = asyncio.get_running_loop().create_future()
         try:
-            self._queue.put_nowait(_Pending(image, future))
+            self._queue.put_nowait(_Pending(tensor, future))
         except asyncio.QueueFull:
             raise ApiError(503, f"server busy: {self.max_queue} requests already queued; retry later") from None
         return await future
@@ -291,19 +302,42 @@ class DynamicBatcher:
                 continue
             start = time.perf_counter()
             try:
-                logits = await loop.run_in_executor(self._executor, self._infer, [p.image for p in batch])
+                logits = await loop.run_in_executor(self._executor, self._infer, [p.tensor for p in batch])
             except Exception as exc:  # one failed batch must not stop the server
-                log.exception("inference failed for a batch of %d", len(batch))
+                if len(batch) == 1:
+                    self._fail(batch[0], exc)
+                    continue
+                # One bad input must not fail its neighbours: find it by running each alone.
+                log.warning("inference failed for a batch of %d (%s: %s); retrying each request alone",
+                            len(batch), type(exc).__name__, exc)
                 for p in batch:
+                    if p.future.done():
+                        continue
+                    start = time.perf_counter()
+                    try:
+                        row = (await loop.run_in_executor(self._executor, self._infer, [p.tensor]))[0]
+                    except Exception as single_exc:  # noqa: BLE001 - answered as this request's 500
+                        self._fail(p, single_exc)
+                        continue
+                    self._record(1, time.perf_counter() - start)
                     if not p.future.done():
-                        p.future.set_exception(ApiError(500, f"inference failed: {type(exc).__name__}: {exc}"))
+                        p.future.set_result((row, 1))
                 continue
-            self.stats.inference_seconds += time.perf_counter() - start
-            self.stats.batch_sizes[len(batch)] += 1
-            self.stats.images += len(batch)
+            self._record(len(batch), time.perf_counter() - start)
             for p, row in zip(batch, logits):
                 if not p.future.done():
                     p.future.set_result((row, len(batch)))
+
+    def _record(self, size: int, seconds: float) -> None:
+        self.stats.inference_seconds += seconds
+        self.stats.batch_sizes[size] += 1
+        self.stats.images += size
+
+    @staticmethod
+    def _fail(pending: _Pending, exc: BaseException) -> None:
+        log.error("inference failed for one request: %s: %s", type(exc).__name__, exc, exc_info=exc)
+        if not pending.future.done():
+            pending.future.set_exception(ApiError(500, f"inference failed: {type(exc).__name__}: {exc}"))
 
 
 # -- the application ------------------------------------------------------------------------
@@ -335,13 +369,34 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum()
 
 
+def prepare_upload(data: bytes, predictor: Any, *, max_pixels: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """Check, decode and preprocess one upload: its ``[3, crop, crop]`` float32 tensor and ``(width, height)``.
+
+    Runs in a decode thread, one image at a time, so that only the small model input waits
+    for a batch and a preprocessing failure fails this request alone. The fused kernel
+    processes each image independently, so the tensor equals the image's row of a batched
+    ``predictor.preprocess``.
+
+    Raises:
+        ApiError: as :func:`decode_upload`; 422 when the image cannot be preprocessed
+            (e.g. an aspect ratio too extreme to resize).
+    """
+    image = decode_upload(data, max_pixels=max_pixels)
+    try:
+        # threads=1: the decode pool already runs several requests side by side.
+        tensor = predictor.preprocess([image], threads=1)
+    except (ValueError, ConfigError) as exc:
+        raise ApiError(422, f"cannot preprocess the {image.shape[1]}x{image.shape[0]} image: {exc}") from None
+    return np.ascontiguousarray(tensor[0]), (int(image.shape[1]), int(image.shape[0]))
+
+
 def make_infer(predictor: Any, settings: ServerSettings) -> Callable[[list[np.ndarray]], np.ndarray]:
-    """The batch function of the inference thread: fused preprocessing, padding, predictor."""
+    """The batch function of the inference thread: stacking, padding, predictor."""
     buckets = batch_buckets(settings.max_batch)
     size = predictor.spec.crop_size
 
-    def infer(images: list[np.ndarray]) -> np.ndarray:
-        batch = predictor.preprocess(images)
+    def infer(tensors: list[np.ndarray]) -> np.ndarray:
+        batch = np.stack(tensors)
         n = len(batch)
         if settings.pad_batches:
             target = next(b for b in buckets if b >= n)
@@ -375,6 +430,9 @@ def create_app(predictor: Any, settings: Optional[ServerSettings] = None) -> Any
     )
     # Decoding is CPU-bound C code that releases the GIL; a few threads keep it off the loop.
     decode_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="decode")
+    # Requests inside /predict; bounds the bodies and images held at once (module docstring).
+    admission_limit = settings.max_queue + settings.max_batch
+    admission = asyncio.Semaphore(admission_limit)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
@@ -472,11 +530,19 @@ def create_app(predictor: Any, settings: Optional[ServerSettings] = None) -> Any
     async def predict(request: Request) -> JSONResponse:
         start = time.perf_counter()
         k = parse_topk(request)
-        data = await image_bytes(request)
-        loop = asyncio.get_running_loop()
-        image = await loop.run_in_executor(decode_pool, lambda: decode_upload(data, max_pixels=settings.max_pixels))
-        decoded = time.perf_counter()
-        logits, batch_size = await batcher.submit(image)
+        # Refuse at once rather than queue: a waiting request would still hold its connection
+        # and, once admitted, its body; the client is better served by a prompt 503.
+        if admission.locked():
+            raise ApiError(503, f"server busy: {admission_limit} requests already in progress; retry later")
+        async with admission:
+            data = await image_bytes(request)
+            loop = asyncio.get_running_loop()
+            tensor, (width, height) = await loop.run_in_executor(
+                decode_pool, lambda: prepare_upload(data, predictor, max_pixels=settings.max_pixels)
+            )
+            del data
+            decoded = time.perf_counter()
+            logits, batch_size = await batcher.submit(tensor)
         probs = softmax(logits)
         top = np.argsort(-probs, kind="stable")[: min(k, len(probs))]
         stats.requests[200] += 1
@@ -491,10 +557,10 @@ def create_app(predictor: Any, settings: Optional[ServerSettings] = None) -> Any
                 }
                 for i in top
             ],
-            "image_size": [int(image.shape[1]), int(image.shape[0])],
+            "image_size": [width, height],
             "batch_size": batch_size,
             "timing_ms": {
-                "decode": round((decoded - start) * 1000, 3),
+                "decode": round((decoded - start) * 1000, 3),  # read + decode + preprocess
                 "total": round((time.perf_counter() - start) * 1000, 3),
             },
         })
@@ -525,6 +591,7 @@ def create_app(predictor: Any, settings: Optional[ServerSettings] = None) -> Any
                 "max_batch": settings.max_batch,
                 "max_wait_ms": settings.max_wait_ms,
                 "max_queue": settings.max_queue,
+                "max_in_flight": admission_limit,
                 "padded_batch_sizes": list(batch_buckets(settings.max_batch)) if settings.pad_batches else None,
             },
             "limits": {"max_bytes": settings.max_bytes, "max_pixels": settings.max_pixels,
@@ -600,5 +667,6 @@ __all__: Sequence[str] = (
     "create_app",
     "decode_upload",
     "image_header_size",
+    "prepare_upload",
     "serve",
 )

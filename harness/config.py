@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any, Optional
 import yaml
 
 from .errors import ConfigError
+from .yaml_io import safe_load
 from .preprocess_spec import IMAGENET_MEAN, IMAGENET_STD, PreprocessSpec, default_resize_short
 
 DEVICES = ("auto", "cpu", "gpu")
@@ -28,6 +30,13 @@ def _model_normalization(model: str) -> tuple[tuple[float, ...], tuple[float, ..
     except ModelError:
         return IMAGENET_MEAN, IMAGENET_STD
     return tuple(cfg.mean), tuple(cfg.std)
+
+
+_FLOAT_FIELDS = ("lr", "l2_decay", "label_smoothing_epsilon", "mixup_alpha", "momentum", "warmup_epochs",
+                 "crop_scale_min", "val_fraction")
+_INT_FIELDS = ("image_size", "resize_short", "epochs", "batch_size", "freeze", "max_steps_per_epoch", "split_seed",
+               "seed", "workers", "threads")
+_OPTIONAL_FIELDS = ("resize_short", "max_steps_per_epoch", "threads")
 
 
 @dataclass(frozen=True)
@@ -72,6 +81,16 @@ class TrainConfig:
     run_name: Optional[str] = None
 
     def __post_init__(self) -> None:
+        # Numbers from YAML files or search points must be numbers; anything else is named.
+        for name in _FLOAT_FIELDS + _INT_FIELDS:
+            value = getattr(self, name)
+            if value is None and name in _OPTIONAL_FIELDS:
+                continue
+            integer = name in _INT_FIELDS
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or (integer and int(value) != value):
+                kind = "an integer" if integer else "a number"
+                raise ConfigError(f"{name} must be {kind}, got {value!r}")
+
         def positive(name: str, integer: bool = True) -> None:
             value = getattr(self, name)
             if isinstance(value, bool) or (integer and int(value) != value) or value <= 0:
@@ -153,7 +172,7 @@ class TrainConfig:
         """Load a YAML file of TrainConfig fields."""
         path = Path(path)
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = safe_load(path.read_text()) or {}
         except FileNotFoundError:
             raise ConfigError(f"config file {path} does not exist") from None
         except yaml.YAMLError as exc:

@@ -550,6 +550,11 @@ def export(
         manifest = _manifest(result, spec, model_file.name, parity)
         manifest["files"] = {p.name: sha256_file(p) for p in sorted(staging.iterdir()) if p.is_file()}
         (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        # mkdtemp made the folder owner-only; an export is meant to be read by servers and
+        # other users, so it gets the permissions of a folder made under the current umask.
+        umask = os.umask(0)
+        os.umask(umask)
+        staging.chmod(0o777 & ~umask)
         _move_into_place(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -72,7 +72,13 @@ def select_device(device: str) -> str:
     """Resolve 'auto' | 'cpu' | 'gpu' (or 'gpu:N') to a Paddle device string and activate it."""
     import paddle
 
-    has_cuda = paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
+    count = 0
+    if paddle.device.is_compiled_with_cuda():
+        try:
+            count = paddle.device.cuda.device_count()
+        except Exception:  # noqa: BLE001 - a CUDA build without a driver raises here
+            count = 0
+    has_cuda = count > 0
     if device == "auto":
         device = "gpu" if has_cuda else "cpu"
     if device.startswith("gpu") and not has_cuda:
@@ -82,5 +88,7 @@ def select_device(device: str) -> str:
         )
     if device not in ("cpu",) and not device.startswith("gpu"):
         raise ConfigError(f"device must be 'auto', 'cpu', 'gpu' or 'gpu:N', got {device!r}")
+    if device.startswith("gpu:") and int(device.split(":")[1]) >= count:
+        raise ConfigError(f"--device {device}: this machine has {count} GPU(s) (gpu:0 .. gpu:{count - 1})")
     paddle.set_device(device)
     return device

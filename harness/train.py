@@ -165,6 +165,10 @@ def fine_tune(
     if not splits.val:
         raise TlbenchError(f"dataset {splits.name!r} has no validation images")
     num_classes = len(splits.classes)
+    # The model (and its weights) first: a bad name or weights file leaves no run directory.
+    model = create_model(cfg.model, num_classes, pretrained=cfg.pretrained)
+    if cfg.freeze:
+        freeze_stages(model, cfg.freeze)
     run_dir = prepare_run_dir(cfg)
     cfg.write_yaml(run_dir / CONFIG_NAME)
     log.info("run directory %s (%d train / %d val images, %d classes, device %s)",
@@ -184,9 +188,6 @@ def fine_tune(
     if cfg.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
 
-    model = create_model(cfg.model, num_classes, pretrained=cfg.pretrained)
-    if cfg.freeze:
-        freeze_stages(model, cfg.freeze)
     schedule = build_lr_schedule(cfg, steps_per_epoch)
     trainable = [p for p in model.parameters() if not p.stop_gradient]
     optimizer = paddle.optimizer.Momentum(
@@ -207,7 +208,7 @@ def fine_tune(
             freeze_stages(model, cfg.freeze)  # keeps frozen BatchNorm layers in eval mode
         train_loader.set_epoch(epoch)
         start = time.perf_counter()
-        seen, loss_sum = 0, 0.0
+        seen, loss_sum, lr = 0, 0.0, optimizer.get_lr()
         for step, (images, labels) in enumerate(train_loader):
             if step >= steps_per_epoch:
                 break
@@ -244,7 +245,7 @@ def fine_tune(
         record = {
             "epoch": epoch + 1,
             "train_loss": loss_sum / max(1, seen),
-            "lr": float(optimizer.get_lr()),
+            "lr": float(lr),  # the rate of the epoch's last step
             "train_images_per_s": seen / train_seconds if train_seconds > 0 else 0.0,
             "train_seconds": train_seconds,
             "val_seconds": time.perf_counter() - eval_start,

@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from harness.errors import TlbenchError
+from harness.errors import ConfigError, TlbenchError
 
 from .journal import JOURNAL_NAME, META_NAME, SearchMeta, load_meta, load_trials
 from .space import Space, point_key
@@ -117,6 +117,13 @@ def compare_strategies(objective: ReplayObjective, configs: Sequence[StrategyCon
     (None: not reached), ``median``, ``q1``, ``q3``, ``iqr`` (over the seeds that reached the
     target; a seed that did not counts as ``max_trials + 1`` so failures pull the median up
     instead of vanishing), ``reached`` and ``median_time_s`` (recorded trial time). JSON-safe.
+
+    A grid point the journal does not hold replays as a failed trial, which would bias the
+    comparison; ``missing_points`` in the result counts them (and a warning is logged).
+
+    Raises:
+        ConfigError: the space is continuous (a replay can only answer recorded points), or
+            more than half of its grid is missing from the journal.
     """
     if seeds < 1:
         raise TlbenchError(f"seeds must be >= 1, got {seeds}")
@@ -124,8 +131,23 @@ def compare_strategies(objective: ReplayObjective, configs: Sequence[StrategyCon
         raise TlbenchError(f"within must be >= 0, got {within}")
     space = space or objective.space
     size = space.size()
+    if size is None:
+        continuous = [name for name, dim in space.dimensions if not dim.is_discrete]
+        raise ConfigError(
+            f"cannot replay {objective.path} over a continuous space (dimension(s) {continuous}): strategies would "
+            "propose points no journal holds; replay a grid search over a discrete space"
+        )
+    missing = missing_points(objective, space)
+    if missing > size / 2:
+        raise ConfigError(
+            f"{missing} of the {size} grid points are missing from {objective.path}: a replay would count them as "
+            "failures; replay a (nearly) complete grid search of this space"
+        )
+    if missing:
+        log.warning("%d of the %d grid points are missing from %s; strategies that propose them see a failure",
+                    missing, size, objective.path)
     if max_trials is None:
-        max_trials = size if size is not None else len(objective.trials)
+        max_trials = size
     best = objective.best_value
     target = best - within
     rows = []
@@ -162,8 +184,27 @@ def compare_strategies(objective: ReplayObjective, configs: Sequence[StrategyCon
         "seeds": seeds,
         "max_trials": max_trials,
         "grid_size": size,
+        "missing_points": missing,
         "strategies": rows,
     }
+
+
+def missing_points(objective: ReplayObjective, space: Space) -> int:
+    """How many points of discrete ``space`` have no finished trial in ``objective``'s journal.
+
+    Counted without enumerating the grid: the journal's distinct in-space points are
+    subtracted from the grid size.
+    """
+    size = space.size()
+    if size is None:
+        raise ConfigError("missing_points needs a discrete space")
+    held = set()
+    for trial in objective.trials:
+        try:
+            held.add(point_key(space.validate(trial.params)))
+        except ConfigError:  # a point of another space: it cannot stand for a grid point
+            continue
+    return size - len(held)
 
 
 def parse_strategy_configs(specs: Sequence[str]) -> list[StrategyConfig]:

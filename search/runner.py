@@ -140,11 +140,41 @@ def _restore_env(saved: dict[str, Optional[str]]) -> None:
             os.environ[k] = v
 
 
-def _init_worker_process(device: Optional[str]) -> None:
+# prctl option that asks the kernel to signal this process when its parent dies (linux/prctl.h).
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent_pid: Optional[int]) -> None:
+    """Make this worker end when the search process dies, even by SIGKILL.
+
+    On Linux the kernel sends SIGTERM to the worker when the thread that spawned it ends
+    (``PR_SET_PDEATHSIG``); without it a killed search leaves its workers training on for
+    hours, holding GPUs. The parent may already have died between the spawn and this call,
+    which the kernel would never report: then the worker exits at once. Elsewhere this is a
+    no-op beyond that check.
+    """
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import ctypes.util
+
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            if libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) != 0:
+                log.warning("prctl(PR_SET_PDEATHSIG) failed (errno %d); workers may outlive a killed search",
+                            ctypes.get_errno())
+        except OSError as exc:  # no loadable libc (e.g. a static build): best effort only
+            log.warning("cannot load libc for prctl: %s; workers may outlive a killed search", exc)
+    if parent_pid is not None and os.getppid() != parent_pid:
+        os._exit(1)
+
+
+def _init_worker_process(device: Optional[str], parent_pid: Optional[int] = None) -> None:
     """Pool initializer: pin the device before the objective (and Paddle) is imported in the worker.
 
     Workers ignore SIGINT: on Ctrl-C the parent alone decides, journals and terminates them.
+    They end with the search process (``parent_pid``, see :func:`_die_with_parent`).
     """
+    _die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if device is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = device
@@ -220,7 +250,7 @@ class _ProcessExecutor:
             kwargs: dict[str, Any] = {"max_tasks_per_child": 1} if self._fresh else {}
             device = self._devices[slot] if self._devices else None
             pool = cf.ProcessPoolExecutor(1, mp_context=self._ctx, initializer=_init_worker_process,
-                                          initargs=(device,), **kwargs)
+                                          initargs=(device, os.getpid()), **kwargs)
             self._pools[slot] = pool
         return pool
 

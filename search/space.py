@@ -31,6 +31,7 @@ import numpy as np
 import yaml
 
 from harness.errors import ConfigError
+from harness.yaml_io import safe_load
 
 #: Largest grid that :meth:`Space.grid` (and strategies that enumerate the space) will build.
 MAX_GRID_POINTS = 1_000_000
@@ -542,7 +543,7 @@ def load_space(path: str | Path, base: Space | None = None, known_fields: Any = 
     """
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = safe_load(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"space file {path} does not exist") from None
     except yaml.YAMLError as exc:

@@ -208,18 +208,34 @@ class GridStrategy(Strategy):
         return out
 
 
+#: Discrete spaces up to this many points are enumerated (random order, fallbacks); larger
+#: ones are sampled per dimension, because their grid would not fit in memory (or exceeds
+#: ``MAX_GRID_POINTS``) and a search can only ever visit a tiny fraction of it anyway.
+ENUMERATE_MAX_POINTS = 100_000
+
+
+def _enumerable(space: Space) -> bool:
+    size = space.size() if space.is_discrete else None
+    return size is not None and size <= ENUMERATE_MAX_POINTS
+
+
 class RandomStrategy(Strategy):
-    """Seeded random search; without replacement on a discrete space (a seeded permutation of the grid)."""
+    """Seeded random search without replacement.
+
+    On a discrete space of at most :data:`ENUMERATE_MAX_POINTS` points it walks a seeded
+    permutation of the grid; on larger or continuous spaces it draws each dimension
+    independently and redraws points already tried.
+    """
 
     name = "random"
 
-    #: Draws per point before giving up on a continuous space (only exact repeats are redrawn).
+    #: Draws per point before giving up on a sampled space (only exact repeats are redrawn).
     MAX_DRAWS = 1000
 
     def __init__(self, space: Space, *, seed: int = 0, failure_value: Optional[float] = None) -> None:
         super().__init__(space, seed=seed, failure_value=failure_value)
         self._rng = np.random.default_rng(self.seed)
-        if space.is_discrete:
+        if _enumerable(space):
             self._grid = space.grid()
             self._order = [int(i) for i in self._rng.permutation(len(self._grid))]
         else:
@@ -371,7 +387,7 @@ class BayesStrategy(Strategy):
         return out
 
     def _random_free(self, taken: set[str]) -> Optional[dict[str, Any]]:
-        if self.space.is_discrete:
+        if _enumerable(self.space):
             free = [p for p in self.space.grid() if self._is_free(p) and point_key(p) not in taken]
             return dict(free[int(self._rng.integers(len(free)))]) if free else None
         for _ in range(1000):

@@ -385,3 +385,12 @@ def test_report_add_skipped_is_thread_safe():
     for t in threads:
         t.join()
     assert sorted(p for p, _ in report.skipped) == sorted(f"/img/{i}.jpg" for i in range(50))
+
+
+@pytest.mark.parametrize("empty", ["train", "test", "val"])
+def test_list_empty_file_names_the_file(tmp_path, write_image, empty):
+    _list_fixture(tmp_path, write_image)
+    (tmp_path / f"{empty}_list.txt").write_text("\n  \n")  # blank lines only
+    with pytest.raises(DatasetError, match=rf"--{empty}-list .*{empty}_list.txt has no samples"):
+        load_dataset("list", tmp_path, train_list="train_list.txt", val_list="val_list.txt",
+                     test_list="test_list.txt")

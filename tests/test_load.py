@@ -64,3 +64,57 @@ def test_bench_load_cli_writes_json(server, image_paths, tmp_path, capsys):
     (level,) = data["levels"]
     assert level["concurrency"] == 2 and level["ok"] > 0 and level["errors"] == {}
     assert set(level["latency_ms"]) == {"mean_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms"}
+
+
+def test_bad_or_unreachable_url_is_a_config_error_before_measuring():
+    from test_serve import free_port
+
+    for bad in ("localhost:8000", "ftp://127.0.0.1/predict", "http://", "not a url"):
+        with pytest.raises(ConfigError, match="--url"):
+            run_load(bad, [b"x"], [1], 0.2, warmup_s=0.0)
+    with pytest.raises(ConfigError, match="cannot reach URL http://127.0.0.1:"):
+        run_load(f"http://127.0.0.1:{free_port()}", [b"x"], [1], 0.2, warmup_s=0.0, timeout_s=2)
+
+
+def test_transport_errors_back_off_in_warm_up_and_measurement():
+    import socket
+    import threading
+
+    # Answers /health, drops every POST without a reply: each request is a transport error.
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    listener.settimeout(0.1)
+    posts = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except socket.timeout:
+                continue
+            with conn:
+                conn.settimeout(2)
+                try:
+                    head = conn.recv(65536)
+                except OSError:
+                    continue
+                if head.startswith(b"GET /health"):
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+                else:
+                    posts.append(1)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        report = run_load(url, [b"\xff\xd8x"], [1], 0.6, warmup_s=0.6, timeout_s=5)
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.close()
+    (lv,) = report.levels
+    assert lv.ok == 0 and sum(lv.errors.values()) == lv.requests > 0 and set(lv.errors) <= {"read", "connect"}
+    # Backing off 0.05, 0.1, 0.2, 0.4 ... s gives a handful of attempts per 0.6 s phase; a tight loop gives hundreds.
+    assert len(posts) <= 16, len(posts)

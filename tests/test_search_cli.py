@@ -117,3 +117,41 @@ def test_real_trials_on_a_local_ray_cluster(tmp_path):
     import ray
 
     assert not ray.is_initialized()  # the local cluster the search started is stopped again
+
+
+def test_resume_without_trials_keeps_the_original_count(tmp_path):
+    argv = ["search", *TINY, "--strategy", "random", "--trials", "1", "--out-dir", str(tmp_path), "--name", "r",
+            "--export-dir", str(tmp_path / "best")]
+    assert main(argv) == 0
+    assert main(["search", "--resume", str(tmp_path / "r"), "--overwrite"]) == 0
+    assert [t.id for t in load_trials(tmp_path / "r" / "journal.jsonl")] == [1]  # not 20 more
+
+
+@pytest.mark.parametrize("bad, message", [
+    (["--dataset", "folder", "--data-root", "/nonexistent/data"], "nonexistent"),
+    (["--eval-backend", "gpu"], "gpu"),
+    (["--trials", "0"], "--trials must be at least 1"),
+    (["--eval-batch-size", "0"], "batch"),
+])
+def test_mistakes_stop_before_any_training_and_leave_no_search(tmp_path, capsys, bad, message):
+    argv = ["search", *TINY, "--strategy", "random", "--trials", "1", "--out-dir", str(tmp_path), "--name", "x",
+            "--export-dir", str(tmp_path / "best"), *bad]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_empty_export_dir_is_accepted(tmp_path):
+    (tmp_path / "best").mkdir()
+    argv = ["search", *TINY, "--strategy", "fixed", "--out-dir", str(tmp_path), "--name", "e",
+            "--export-dir", str(tmp_path / "best")]
+    assert main(argv) == 0
+    assert (tmp_path / "best" / "manifest.json").is_file()
+    assert oct((tmp_path / "best").stat().st_mode & 0o777) != oct(0o700)  # readable by a server user
+
+
+def test_resume_refuses_search_flags(finished_search, capsys):
+    _, run_dir = finished_search
+    assert main(["search", "--resume", str(run_dir), "--strategy", "grid", "--data-workers", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "--strategy" in err and "--data-workers" in err

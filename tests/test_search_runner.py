@@ -214,3 +214,122 @@ def test_ray_backend_on_a_local_cluster(tmp_path):
         ray.shutdown()
     assert [t.state for t in result.trials] == [TrialState.COMPLETE] * 4
     assert all(t.metrics["worker"] == t.worker and t.metrics["pid"] != os.getpid() for t in result.trials)
+
+
+WORKER_SCRIPT = """
+import os
+import sys
+import time
+from pathlib import Path
+
+
+class SlowObjective:
+    # Marks its start, then runs far longer than the test waits.
+    def __init__(self, marks):
+        self.marks = marks
+
+    def __call__(self, params):
+        (Path(self.marks) / str(os.getpid())).touch()
+        time.sleep(60)
+        return 0.0
+
+
+if __name__ == "__main__":
+    from search.journal import Journal, SearchMeta
+    from search.runner import run_search
+
+    meta = SearchMeta.from_dict({"strategy": "random", "space": %r, "seed": 0, "dataset": "demo"})
+    with Journal.create(sys.argv[1], meta) as journal:
+        run_search(SlowObjective(sys.argv[2]), meta.build_strategy(), journal, n_trials=4, workers=2)
+"""
+
+
+def _worker_children(parent: int) -> list[int]:
+    """Live pool worker processes (spawned with ``spawn_main``) whose parent is ``parent``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()  # state, ppid, ...
+        if int(fields[1]) == parent and fields[0] != "Z" and b"spawn_main" in cmdline:
+            found.append(int(entry))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG and /proc are Linux-only")
+def test_worker_processes_die_with_a_killed_search(tmp_path):
+    import signal
+    import subprocess
+    import time
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    script = tmp_path / "search_script.py"
+    script.write_text(WORKER_SCRIPT % (SMALL.to_dict(),))
+    marks = tmp_path / "started"
+    marks.mkdir()
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path / "run"), str(marks)], cwd=repo,
+                            env={**os.environ, "PYTHONPATH": str(repo)})
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 60
+        while len(list(marks.iterdir())) < 2:  # both trials run inside their workers
+            assert time.monotonic() < deadline, "the search never ran two trials at once"
+            assert proc.poll() is None, "the search subprocess ended early"
+            time.sleep(0.05)
+        workers = sorted(int(p.name) for p in marks.iterdir())
+        assert sorted(_worker_children(proc.pid)) == workers
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 5
+        while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        survivors = [pid for pid in workers if _alive(pid)]
+    finally:
+        for pid in workers:  # never leave 60 s sleepers behind, whatever the outcome
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert survivors == [], f"worker processes {survivors} outlived the killed search"
+
+
+def test_compare_strategies_counts_missing_points_and_refuses_sparse_or_continuous(tmp_path, caplog):
+    import logging
+
+    from search.space import Real
+
+    def partial_grid(name, n_trials):
+        journal, meta = start(tmp_path / name)
+        with journal:
+            run_search(AnalyticObjective(), meta.build_strategy(), journal, n_trials=n_trials)
+        return ReplayObjective(tmp_path / name)
+
+    configs = [StrategyConfig("random", "random")]
+    with caplog.at_level(logging.WARNING, logger="search.replay"):
+        result = compare_strategies(partial_grid("four", 4), configs, seeds=2, within=10.0)
+    assert result["missing_points"] == 2 and result["grid_size"] == 6
+    assert "2 of the 6 grid points are missing" in caplog.text
+    with pytest.raises(ConfigError, match="4 of the 6 grid points are missing"):
+        compare_strategies(partial_grid("two", 2), configs, seeds=2, within=10.0)
+    continuous = Space({"lr": Real(1e-3, 0.1, log=True), "l2_decay": Categorical([1e-4]), "mixup": Boolean()})
+    with pytest.raises(ConfigError, match="continuous"):
+        compare_strategies(partial_grid("full", 6), configs, seeds=2, within=10.0, space=continuous)

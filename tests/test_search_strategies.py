@@ -250,3 +250,18 @@ def test_bayes_on_a_mixed_space_from_a_space_file():
         assert type(params["epochs"]) is int and params["schedule"] in ("cosine", "step")
         assert type(params["mixup"]) is bool
     assert len({point_key(p) for p in asked}) == 6
+
+
+def test_random_and_bayes_fallback_sample_a_space_too_large_to_enumerate():
+    # 2000 * 1017 * 2 ≈ 4 million points: above the grid limit, so no grid may be built.
+    space = Space({"lr": Categorical([0.1, 0.01]), "epochs": Integer(1, 2000), "batch": Integer(8, 1024)})
+    with pytest.raises(ConfigError, match="more than the limit"):
+        space.grid()
+    asked = drive(make_strategy("random", space, seed=3), 60)
+    assert len(asked) == 60 and len({point_key(p) for p in asked}) == 60
+    assert all(1 <= p["epochs"] <= 2000 and 8 <= p["batch"] <= 1024 for p in asked)
+    assert asked[:10] == drive(make_strategy("random", space, seed=3), 10)
+    bayes = make_strategy("bayes", space, seed=0, n_initial_points=2)
+    taken = {point_key(p) for p in asked}
+    fallback = bayes._random_free(taken)
+    assert fallback is not None and point_key(fallback) not in taken and space.validate(fallback) == fallback

@@ -233,3 +233,97 @@ def test_health_and_metadata(server, exported):
     assert meta["batching"]["max_batch"] == MAX_BATCH and meta["batching"]["max_wait_ms"] == 100
     assert meta["limits"] == {"max_bytes": MAX_BYTES, "max_pixels": MAX_PIXELS, "formats": ["image/jpeg", "image/png"]}
     assert httpx.get(server + "/nowhere").status_code == 404
+
+
+def test_a_failing_input_fails_only_its_own_request_of_the_batch():
+    import asyncio
+
+    from bench.server import DynamicBatcher
+
+    def infer(tensors: list[np.ndarray]) -> np.ndarray:
+        batch = np.stack(tensors)
+        if (batch < 0).any():  # the poisoned input breaks whatever batch it is in
+            raise RuntimeError("bad input")
+        return batch.reshape(len(batch), -1)[:, :2] + 1.0
+
+    async def scenario():
+        batcher = DynamicBatcher(infer, max_batch=4, max_wait_s=0.2, max_queue=8)
+        await batcher.start()
+        try:
+            tensors = [np.full((3, 2, 2), v, np.float32) for v in (1.0, -1.0, 2.0, 3.0)]
+            return await asyncio.gather(*(batcher.submit(t) for t in tensors), return_exceptions=True), batcher
+        finally:
+            await batcher.stop()
+
+    results, batcher = asyncio.run(scenario())
+    assert isinstance(results[1], ApiError) and results[1].status == 500 and "bad input" in results[1].message
+    for i, value in ((0, 1.0), (2, 2.0), (3, 3.0)):
+        row, _ = results[i]
+        np.testing.assert_array_equal(row, [value + 1.0, value + 1.0])
+    assert batcher.stats.images == 3
+
+
+class _BlockingPredictor:
+    """Just enough of a Predictor for create_app: preprocess records its thread, predict waits on an event."""
+
+    def __init__(self, crop: int = 4):
+        from types import SimpleNamespace
+
+        self.crop = crop
+        self.spec = SimpleNamespace(crop_size=crop)
+        self.options = SimpleNamespace(batch_size=1)
+        self.model = SimpleNamespace(model_name="fake", classes=["a", "b"], model_dir=".")
+        self.preprocess_calls: list[tuple[int, str]] = []
+        self.batches: list[tuple[int, ...]] = []
+        import threading
+
+        self.release = threading.Event()
+
+    def preprocess(self, images, *, threads=None):
+        import threading
+
+        self.preprocess_calls.append((len(images), threading.current_thread().name))
+        return np.stack([np.full((3, self.crop, self.crop), img.mean() / 255.0, np.float32) for img in images])
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        self.batches.append(batch.shape)
+        assert self.release.wait(30)
+        return np.stack([[m, 1.0 - m] for m in batch.reshape(len(batch), -1).mean(axis=1)]).astype(np.float32)
+
+
+def test_overload_is_refused_before_the_body_is_read_and_only_small_tensors_queue():
+    import threading
+
+    from fastapi.testclient import TestClient
+
+    from bench.server import ServerSettings, create_app
+
+    predictor = _BlockingPredictor()
+    app = create_app(predictor, ServerSettings(max_batch=1, max_queue=1, max_wait_ms=0))
+    ok, png = cv2.imencode(".png", np.full((60, 80, 3), 51, np.uint8))
+    responses: dict[int, httpx.Response] = {}
+    with TestClient(app) as client:
+        def post(i: int) -> None:
+            responses[i] = client.post("/predict", content=png.tobytes())
+
+        threads = [threading.Thread(target=post, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 20
+        # One request in inference, one queued: the server holds max_batch + max_queue requests.
+        while not (len(predictor.batches) == 1 and app.state.batcher.queue_depth == 1):
+            assert time.monotonic() < deadline, "the two requests never reached inference and the queue"
+            time.sleep(0.01)
+        # A third is refused before its body is even looked at (text would otherwise be a 415).
+        busy = client.post("/predict", content=b"not an image at all")
+        predictor.release.set()
+        for t in threads:
+            t.join(30)
+    assert busy.status_code == 503 and "busy" in busy.json()["error"], busy.text
+    assert [responses[i].status_code for i in range(2)] == [200, 200]
+    assert responses[0].json()["image_size"] == [80, 60]
+    top = responses[0].json()["predictions"][0]
+    assert top["label"] == "b" and top["score"] == pytest.approx(float(np.exp(0.8) / (np.exp(0.2) + np.exp(0.8))), abs=1e-5)
+    # Each image was preprocessed alone in a decode thread; inference saw [N, 3, crop, crop] tensors.
+    assert predictor.preprocess_calls and all(n == 1 and name.startswith("decode") for n, name in predictor.preprocess_calls)
+    assert all(shape[1:] == (3, 4, 4) for shape in predictor.batches)

@@ -103,3 +103,18 @@ def test_flowers12_short_fine_tune_beats_chance(tmp_path):
     result = train.fine_tune(cfg)
     chance = 1 / 12
     assert result.val_metrics["top1"] > 2.5 * chance, result.history
+
+
+def test_unknown_model_leaves_no_run_directory(tmp_path):
+    from harness.errors import ModelError
+
+    with pytest.raises(ModelError, match="unknown model 'Nope'"):
+        train.fine_tune(tiny_config(tmp_path, model="Nope"))
+    assert not (tmp_path / "runs" / "r").exists()
+
+
+def test_history_records_the_rate_of_each_epochs_last_step(tmp_path):
+    result = train.fine_tune(tiny_config(tmp_path, epochs=2, max_steps_per_epoch=2, lr=0.1))
+    # Cosine over 4 steps: the last step of epoch 2 runs at a small but non-zero rate.
+    assert result.history[-1]["lr"] > 0
+    assert result.history[0]["lr"] > result.history[-1]["lr"]

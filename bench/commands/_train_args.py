@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 from typing import Any
 
 from harness.config import TrainConfig
@@ -72,19 +73,26 @@ def add_train_arguments(parser: argparse.ArgumentParser, *, search: bool = False
     g.add_argument("--threads", type=int, help="CPU threads (all cores)")
     g = parser.add_argument_group("output")
     g.add_argument("--out-dir", help="parent folder of run directories (runs)")
-    g.add_argument("--run-name", help="run directory name (<dataset>-<model>-<time>)")
+    if not search:
+        g.add_argument("--run-name", help="run directory name (<dataset>-<model>-<time>)")
 
 
 def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """Resolve defaults, demo preset, ``--config`` YAML and flags into one validated TrainConfig."""
-    base = TrainConfig.from_yaml(args.config) if getattr(args, "config", None) else TrainConfig()
+    """Resolve defaults, dataset preset, ``--config`` YAML and flags into one validated TrainConfig."""
+    from harness.yaml_io import safe_load
+
+    config_path = getattr(args, "config", None)
+    yaml_keys: set[str] = set()
+    base = TrainConfig()
+    if config_path:
+        base = TrainConfig.from_yaml(config_path)
+        yaml_keys = set(safe_load(Path(config_path).read_text()) or {})
     flags = {f: getattr(args, f) for f in _FIELDS if getattr(args, f, None) is not None}
     dataset = flags.get("dataset", base.dataset)
-    preset = {
-        k: v for k, v in DATASET_PRESETS.get(dataset, {}).items()
-        if k not in flags and (not getattr(args, "config", None) or getattr(base, k) == getattr(TrainConfig(), k))
-    }
-    if "model" not in preset and "pretrained" in preset:
+    given = yaml_keys | set(flags)
+    preset = {k: v for k, v in DATASET_PRESETS.get(dataset, {}).items() if k not in given}
+    model = flags.get("model", base.model if "model" in yaml_keys else preset.get("model", base.model))
+    if "pretrained" in preset and model != DATASET_PRESETS[dataset].get("model"):
         # The preset's weights belong to the preset's model; another model gets none.
         preset.pop("pretrained")
     if preset:

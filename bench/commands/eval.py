@@ -84,8 +84,13 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--limit must be >= 1, got {args.limit}")
     if args.workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {args.workers}")
+    # A carved val split must be carved as it was for training, or it may hold training images.
+    from harness.export import ExportedModel
+
+    hyper = (ExportedModel.load(args.model).manifest or {}).get("hyperparameters", {})
     splits = load_dataset(args.dataset, args.data_root, train_list=args.train_list, val_list=args.val_list,
-                          test_list=args.test_list)
+                          test_list=args.test_list, val_fraction=hyper.get("val_fraction", 0.1),
+                          seed=hyper.get("split_seed", 0))
     samples = list(splits.split(args.split))
     if args.limit:
         samples = samples[: args.limit]

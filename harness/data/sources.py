@@ -206,9 +206,16 @@ def load_list(
         raise DatasetError(f"list: data root {root} is not a directory")
     if train_list is None:
         raise DatasetError("list: --train-list is required for --dataset list")
-    train = parse_list_file(_resolve_list(train_list, root, "--train-list"), root)
-    val = parse_list_file(_resolve_list(val_list, root, "--val-list"), root) if val_list is not None else None
-    test = parse_list_file(_resolve_list(test_list, root, "--test-list"), root) if test_list is not None else None
+    def read(list_file: str | os.PathLike, flag: str) -> list[Sample]:
+        path = _resolve_list(list_file, root, flag)
+        samples = parse_list_file(path, root)
+        if not samples:  # caught here: an empty split would fail later with no file named
+            raise DatasetError(f"list: {flag} {path} has no samples; expected lines of 'relative/path.jpg label'")
+        return samples
+
+    train = read(train_list, "--train-list")
+    val = read(val_list, "--val-list") if val_list is not None else None
+    test = read(test_list, "--test-list") if test_list is not None else None
     if test is None:
         if val is None:
             raise DatasetError("list: give --test-list or --val-list; a held-out split is needed")
