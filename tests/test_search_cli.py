@@ -87,7 +87,8 @@ def test_fixed_search_with_retrain_on_train_and_val(tmp_path):
             for t in trials if t.state.name == "COMPLETE"] == [(0.003, 1e-4, False, False)]
     final = json.loads((tmp_path / "fx" / "final-train+val" / "metrics.json").read_text())
     assert final["num_images"]["train"] == 360 + 120  # demo: train + val
-    assert (tmp_path / "best" / "test_eval.json").is_file()
+    assert json.loads((tmp_path / "best" / "test_eval.json").read_text())["trained_on"] == "train+val"
+    assert json.loads((tmp_path / "best" / "manifest.json").read_text())["trained_on"] == "train+val"
 
 
 def test_resume_refuses_flags_that_would_be_ignored(finished_search, capsys):
