@@ -17,7 +17,7 @@ import json
 import logging
 import math
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,7 +50,7 @@ class RunData:
 
     @property
     def label(self) -> str:
-        """``<dataset>-<strategy>`` (plus the directory name when that is not unique enough)."""
+        """``<dataset>-<strategy>``; :func:`write_report` appends the directory name where runs share one."""
         dataset = self.meta.dataset or "search"
         return f"{dataset}-{self.meta.strategy}"
 
@@ -182,6 +182,25 @@ def summarize_run(run: RunData) -> dict[str, Any]:
         "pareto": pareto_front(latency_points) if len(latency_points) >= 2 else [],
         "trials": [t.to_record() for t in run.trials],
     })
+
+
+def disambiguate_labels(summaries: Sequence[dict[str, Any]]) -> None:
+    """Make every summary's ``label`` unique, in place.
+
+    A label shared by several runs (e.g. two grid searches of one dataset) gets the run
+    directory's name appended; should that still collide (same directory names under
+    different parents), a running number follows.
+    """
+    counts = Counter(s["label"] for s in summaries)
+    for s in summaries:
+        if counts[s["label"]] > 1:
+            s["label"] = f"{s['label']}-{Path(s['run_dir']).name}"
+    seen: Counter = Counter()
+    counts = Counter(s["label"] for s in summaries)
+    for s in summaries:
+        if counts[s["label"]] > 1:
+            seen[s["label"]] += 1
+            s["label"] = f"{s['label']}#{seen[s['label']]}"
 
 
 def seed_table(summaries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -399,6 +418,7 @@ def write_report(run_dirs: Sequence[str | Path], out_dir: str | Path) -> dict[st
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     summaries = [summarize_run(r) for r in runs]
+    disambiguate_labels(summaries)
     percent = _is_fraction([t.value for r in runs for t in r.complete])
     table = seed_table(summaries)
     files = _plots(summaries, out_dir, percent)
@@ -415,5 +435,5 @@ def write_report(run_dirs: Sequence[str | Path], out_dir: str | Path) -> dict[st
     return report
 
 
-__all__ = ["RunData", "load_run", "convergence", "parameter_effects", "pareto_front", "seed_table",
-           "summarize_run", "write_report"]
+__all__ = ["RunData", "load_run", "convergence", "disambiguate_labels", "parameter_effects", "pareto_front",
+           "seed_table", "summarize_run", "write_report"]

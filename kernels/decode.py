@@ -3,9 +3,16 @@
 :func:`decode_jpeg` decodes with simplejpeg (libjpeg-turbo's TurboJPEG API) when it is installed
 and with OpenCV otherwise; both give bit-identical full-size RGB pixels (libjpeg-turbo, accurate
 integer IDCT, fancy upsampling; checked on flowers12 in the tests), simplejpeg about 1.3× faster
-because it writes RGB directly. Like ``cv2.imread(IMREAD_COLOR)`` (what PaddleClas and the
-training data path use), the result honours EXIF orientation: JPEGs that carry a rotation are
-decoded by OpenCV, which applies it.
+because it writes RGB directly.
+
+EXIF orientation: :func:`decode_jpeg` applies it, like ``cv2.imread(IMREAD_COLOR)`` in
+PaddleClas's deploy scripts: a JPEG whose EXIF orientation is not 1 skips simplejpeg (which
+ignores the tag) and is decoded by ``cv2.imdecode(IMREAD_COLOR)``, which rotates/flips it.
+The training and evaluation path does NOT: ``harness.data.decode_image_rgb`` /
+``read_image_rgb`` decode with ``IMREAD_UNCHANGED``, which ignores EXIF, and so does
+``bench serve``, which uses that decoder. For a JPEG with an EXIF rotation, ``decode_jpeg``
+therefore returns differently oriented pixels (possibly transposed HxW) than the data the
+model was trained and evaluated on; for every other image the pixels are identical.
 
 With ``min_side`` set and a source at least twice as large as needed, it decodes at a reduced
 size in the DCT domain (libjpeg-turbo scaling by M/8), which is 3× faster for 2000×1500 images
@@ -35,8 +42,8 @@ DCT_SCALE_MIN_RATIO = 2
 def _decode_cv2(data: bytes) -> np.ndarray:
     import cv2  # noqa: PLC0415 - OpenCV is only needed for the fallback
 
-    # IMREAD_COLOR as PaddleClas and the training data path read images: 3 channels, 8 bits, EXIF
-    # orientation applied.
+    # IMREAD_COLOR as PaddleClas's deploy scripts read images: 3 channels, 8 bits, EXIF orientation
+    # applied (unlike the training data path's IMREAD_UNCHANGED, see the module docstring).
     arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if arr is None:
         raise ValueError(f"could not decode image ({len(data)} bytes): not a supported image format")
@@ -69,6 +76,8 @@ def exif_orientation(data: bytes) -> int:
 
 def decode_jpeg(data: bytes, *, min_side: Optional[int] = None) -> np.ndarray:
     """Decode image bytes (JPEG fast path; PNG etc. through OpenCV) into HxWx3 uint8 RGB.
+
+    EXIF orientation is applied (see the module docstring: the training data path does not).
 
     Args:
         data: the encoded file contents.

@@ -18,15 +18,44 @@ except ImportError:  # pragma: no cover - exercised only where OpenCV is missing
     cv2 = None
 
 
+#: Longest side the resize step may produce. Resize-then-crop is kept as PaddleClas does it
+#: (cropping first would not be bit-identical with OpenCV's INTER_LINEAR), so an extreme
+#: aspect ratio must be refused instead: a 1x200000 image resized to short side 256 would be
+#: 256x51200000 (39 GB). 65535 still allows 256:1 at short side 256.
+MAX_RESIZED_SIDE = 65535
+
+
+def check_resized_size(height: int, width: int, new_h: int, new_w: int) -> None:
+    """Refuse a resize of ``height x width`` to ``new_h x new_w`` whose long side exceeds :data:`MAX_RESIZED_SIDE`.
+
+    Raises:
+        ValueError: naming the image shape, the resized shape and the limit.
+    """
+    if max(new_h, new_w) > MAX_RESIZED_SIDE:
+        raise ValueError(
+            f"image of {height}x{width} (HxW) would be resized to {new_h}x{new_w}, more than {MAX_RESIZED_SIDE} "
+            "pixels on the long side: its aspect ratio is too extreme to preprocess"
+        )
+
+
 def resize_short_side(image: np.ndarray, target: int) -> np.ndarray:
-    """Resize so the short side equals ``target`` (PaddleClas ``ResizeImage``, Python rounding)."""
+    """Resize so the short side equals ``target`` (PaddleClas ``ResizeImage``, Python rounding).
+
+    Raises:
+        ValueError: the resized image would be too large (see :func:`check_resized_size`), or
+            OpenCV refuses the resize.
+    """
     h, w = image.shape[:2]
     percent = float(target) / min(h, w)
     new_w = int(round(w * percent))
     new_h = int(round(h * percent))
+    check_resized_size(h, w, new_h, new_w)
     if cv2 is None:
         return resize_linear_numpy(image, new_w, new_h)
-    return cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    try:
+        return cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    except cv2.error as exc:  # callers handle bad input as ValueError, not as an OpenCV type
+        raise ValueError(f"cannot resize the {h}x{w} image to {new_h}x{new_w}: {exc}") from None
 
 
 def _linear_taps(src: int, dst: int, clamp_fraction: bool):
@@ -108,12 +137,18 @@ def preprocess_reference(
     scale: float = 1.0 / 255.0,
     dtype: str = "float32",
 ) -> np.ndarray:
-    """Preprocess RGB uint8 HxWx3 images into an ``[N, 3, crop, crop]`` array."""
+    """Preprocess RGB uint8 HxWx3 images into an ``[N, 3, crop, crop]`` array.
+
+    Raises:
+        ValueError: an image smaller than the crop after resizing, or one whose resized size
+            would exceed :data:`MAX_RESIZED_SIDE` (extreme aspect ratio).
+    """
     out = np.empty((len(images), 3, crop_size, crop_size), dtype=dtype)
     for i, img in enumerate(images):
         if cv2 is None:
             # Without OpenCV only the crop window of the resized image is computed (same values).
             new_h, new_w, top, left = resize_crop_geometry(img.shape[0], img.shape[1], resize_short, crop_size)
+            check_resized_size(img.shape[0], img.shape[1], new_h, new_w)
             if top < 0 or left < 0:
                 raise ValueError(f"image of {new_h}x{new_w} is smaller than the {crop_size}x{crop_size} crop")
             cropped = resize_linear_numpy(img, new_w, new_h, window=(top, left, crop_size, crop_size))

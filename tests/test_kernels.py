@@ -271,3 +271,41 @@ def test_geometry_helper_matches_reference_crop():
         resized = reference.resize_short_side(np.zeros((h, w, 3), np.uint8), 256)
         assert resized.shape[:2] == (new_h, new_w)
         assert min(new_h, new_w) == 256 and top >= 0 and left >= 0
+
+
+@pytest.mark.parametrize("use_cv2", [True, False], ids=["cv2", "numpy"])
+def test_reference_refuses_extreme_aspect_ratios_with_value_error(monkeypatch, use_cv2):
+    if not use_cv2:
+        monkeypatch.setattr(reference, "cv2", None)
+    # 1x200000 resized to short side 256 would be 256x51200000 (39 GB): refused before any allocation.
+    strip = np.zeros((1, 200_000, 3), np.uint8)
+    with pytest.raises(ValueError, match=r"1x200000 .*256x51200000"):
+        preprocess_reference([strip], resize_short=256, crop_size=224, mean=MEAN, std=STD)
+    with pytest.raises(ValueError, match=r"200000x1 "):
+        preprocess_reference([strip.transpose(1, 0, 2)], resize_short=256, crop_size=224, mean=MEAN, std=STD)
+    # Up to the limit the reference still resizes first, as PaddleClas does.
+    wide = np.full((1, reference.MAX_RESIZED_SIDE // 32, 3), 100, np.uint8)
+    out = preprocess_reference([wide], resize_short=32, crop_size=32, mean=MEAN, std=STD)
+    assert out.shape == (1, 3, 32, 32) and np.isfinite(out).all()
+
+
+def test_decode_jpeg_applies_exif_orientation_and_the_training_decoder_does_not():
+    import struct
+
+    from harness.data import decode_image_rgb
+    from kernels.decode import decode_jpeg, exif_orientation
+
+    img = np.zeros((20, 40, 3), np.uint8)
+    img[:, :10] = 255
+    ok, encoded = cv2.imencode(".jpg", img)
+    # An APP1 Exif segment (big-endian TIFF, one IFD entry) with orientation 6 (rotate 90° clockwise).
+    tiff = (b"MM\x00\x2a" + struct.pack(">I", 8) + struct.pack(">H", 1) + struct.pack(">HHI", 0x0112, 3, 1)
+            + struct.pack(">HH", 6, 0) + struct.pack(">I", 0))
+    app1 = b"Exif\x00\x00" + tiff
+    data = encoded.tobytes()[:2] + b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1 + encoded.tobytes()[2:]
+    assert exif_orientation(data) == 6
+    rotated = decode_jpeg(data)
+    assert rotated.shape == (40, 20, 3) and rotated[:10].mean() > 200 and rotated[-10:].mean() < 50
+    as_trained = decode_image_rgb(data)
+    assert as_trained.shape == (20, 40, 3) and as_trained[:, :10].mean() > 200
+    assert "does NOT" in kernels.decode.__doc__ and "IMREAD_UNCHANGED" in kernels.decode.__doc__

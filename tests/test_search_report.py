@@ -74,3 +74,14 @@ def test_bench_report_command(runs, tmp_path, capsys):
     assert (out / REPORT_MD).stat().st_size > 0 and (out / "pareto-demo-bayes.png").stat().st_size > 0
     assert main(["report", str(tmp_path / "nowhere")]) == 2
     assert "not a search run directory" in capsys.readouterr().err
+
+
+def test_runs_sharing_dataset_and_strategy_get_distinct_labels(tmp_path):
+    first = make_run(tmp_path / "grid-lr", "grid", n_trials=3)
+    second = make_run(tmp_path / "grid-wide", "grid", n_trials=4)
+    other = make_run(tmp_path / "only-bayes", "bayes", n_trials=3, n_initial_points=2)
+    report = write_report([first, second, other], tmp_path / "out")
+    labels = [r["label"] for r in report["runs"]]
+    assert labels == ["demo-grid-grid-lr", "demo-grid-grid-wide", "demo-bayes"]
+    md = (tmp_path / "out" / REPORT_MD).read_text()
+    assert "## demo-grid-grid-lr" in md and "## demo-grid-grid-wide" in md
