@@ -385,7 +385,7 @@ def prepare_upload(data: bytes, predictor: Any, *, max_pixels: int) -> tuple[np.
     try:
         # threads=1: the decode pool already runs several requests side by side.
         tensor = predictor.preprocess([image], threads=1)
-    except (ValueError, ConfigError) as exc:
+    except ValueError as exc:  # kernels report bad images (and ConfigError is one) as ValueError
         raise ApiError(422, f"cannot preprocess the {image.shape[1]}x{image.shape[0]} image: {exc}") from None
     return np.ascontiguousarray(tensor[0]), (int(image.shape[1]), int(image.shape[0]))
 

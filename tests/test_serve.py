@@ -307,18 +307,23 @@ def test_overload_is_refused_before_the_body_is_read_and_only_small_tensors_queu
             responses[i] = client.post("/predict", content=png.tobytes())
 
         threads = [threading.Thread(target=post, args=(i,)) for i in range(2)]
-        for t in threads:
-            t.start()
-        deadline = time.monotonic() + 20
-        # One request in inference, one queued: the server holds max_batch + max_queue requests.
-        while not (len(predictor.batches) == 1 and app.state.batcher.queue_depth == 1):
-            assert time.monotonic() < deadline, "the two requests never reached inference and the queue"
-            time.sleep(0.01)
-        # A third is refused before its body is even looked at (text would otherwise be a 415).
-        busy = client.post("/predict", content=b"not an image at all")
-        predictor.release.set()
-        for t in threads:
-            t.join(30)
+        try:
+            # One request in inference, then one queued: the server holds max_batch + max_queue requests.
+            # (In turn: sent together, the second could find the one-slot queue not yet emptied.)
+            deadline = time.monotonic() + 20
+            for t, reached in zip(threads, (lambda: len(predictor.batches) == 1,
+                                            lambda: app.state.batcher.queue_depth == 1)):
+                t.start()
+                while not reached():
+                    assert time.monotonic() < deadline, ("the requests never reached inference and the queue",
+                                                         predictor.batches, app.state.batcher.queue_depth, responses)
+                    time.sleep(0.01)
+            # A third is refused before its body is even looked at (text would otherwise be a 415).
+            busy = client.post("/predict", content=b"not an image at all")
+        finally:
+            predictor.release.set()  # never leave the inference thread blocked, whatever failed
+            for t in threads:
+                t.join(30)
     assert busy.status_code == 503 and "busy" in busy.json()["error"], busy.text
     assert [responses[i].status_code for i in range(2)] == [200, 200]
     assert responses[0].json()["image_size"] == [80, 60]

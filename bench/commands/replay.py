@@ -63,6 +63,9 @@ def run(args: argparse.Namespace) -> int:
         table.add_row(row["label"], f"{row['median']:.1f}", f"{row['iqr']:.1f} ({row['q1']:.1f}-{row['q3']:.1f})",
                       f"{row['reached']}/{args.seeds}", "-" if time_s is None else f"{time_s / 60:.1f} min")
     Console().print(table)
+    if result.get("missing_points"):
+        Console().print(f"[yellow]warning: {result['missing_points']} of {result['grid_size']} grid points are "
+                        "missing from the journal; they replay as failed trials[/yellow]")
     if args.out:
         Console().print(f"wrote {args.out}")
     return 0
