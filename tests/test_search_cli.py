@@ -75,7 +75,11 @@ def test_report_on_search(finished_search):
     for name in ("report.md", "report.json", "convergence.png"):
         assert (out / name).stat().st_size > 0, name
     report = json.loads((out / "report.json").read_text())
-    assert json.dumps(report).count("lr") >= 1
+    trials = [t for t in load_trials(run_dir / "journal.jsonl") if t.state.name == "COMPLETE"]
+    best = max(trials, key=lambda t: t.value)
+    (run,) = report["runs"]
+    assert run["n_finished"] == len(trials)
+    assert run["best"]["trial"] == best.id
 
 
 def test_fixed_search_with_retrain_on_train_and_val(tmp_path):

@@ -168,7 +168,7 @@ def _new_search(args: argparse.Namespace):
     return meta, run_dir
 
 
-def _check_before_start(meta, base, settings, n_trials, args) -> Any:
+def _check_before_start(meta, run_dir: Path, base, settings, n_trials, args) -> Any:
     """Everything that can be checked before the first trial trains; returns the objective.
 
     A mistake found here leaves no search directory behind, and one found later would
@@ -209,7 +209,7 @@ def _check_before_start(meta, base, settings, n_trials, args) -> Any:
         base = dataclasses.replace(base, threads=max(1, runtime.cpu_count() // args.search_workers))
     evaluation = EvalSettings(settings["eval_backend"], settings["eval_precision"], settings["eval_batch_size"],
                               base.threads, settings["latency_seconds"], settings["latency_batch"])
-    return TrialObjective(base, str(Path(meta.extra["run_dir"]) / "trials"), evaluation)
+    return TrialObjective(base, str(run_dir / "trials"), evaluation)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -219,7 +219,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.live import Live
 
     from harness.config import TrainConfig
-    from search import Journal, SearchMeta, load_meta, run_search
+    from search import Journal, load_meta, run_search
 
     # With --json, stdout carries only the summary; the live table goes to stderr.
     console = Console(stderr=args.json)
@@ -238,15 +238,13 @@ def run(args: argparse.Namespace) -> int:
         meta = load_meta(run_dir)
     else:
         meta, run_dir = _new_search(args)
-    # The objective needs the run directory; it is not part of what identifies the search.
-    meta_for_checks = SearchMeta.from_dict({**meta.to_dict(), "extra": {**meta.extra, "run_dir": str(run_dir)}})
     base = TrainConfig.from_dict(meta.extra["base_config"])
     settings = meta.extra["settings"]
     n_trials = args.trials if args.trials is not None else settings.get("trials")
     export_dir = Path(settings["export_dir"])
     if _occupied(export_dir) and not args.overwrite:
         raise ConfigError(f"{export_dir} already exists: pass --overwrite to replace it, or --export-dir")
-    objective = _check_before_start(meta_for_checks, base, settings, n_trials, args)
+    objective = _check_before_start(meta, run_dir, base, settings, n_trials, args)
     if meta.strategy == "bit":
         log.info("BiT-HyperRule for %s: %s", base.dataset, make_bit_summary(meta))
     journal = Journal.resume(run_dir) if args.resume else Journal.create(run_dir, meta)

@@ -76,6 +76,8 @@ def freeze_stages(model: Any, n: int) -> None:
     inference mode (running statistics used, never updated) across ``model.train()``.
     ``TrainConfig.freeze`` is passed here unchanged; 0 freezes nothing.
     """
-    from .resnet_vd import freeze_stages as _freeze
+    from .freezing import StageFreezing
 
-    _freeze(model, n)
+    if not isinstance(model, StageFreezing):
+        raise ModelError(f"model {type(model).__name__} does not support freeze_stages")
+    model.freeze_stages(n)

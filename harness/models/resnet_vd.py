@@ -46,7 +46,6 @@ __all__ = [
     "RESNET_VD_LAYOUTS",
     "ResNetVd",
     "build_resnet_vd",
-    "freeze_stages",
     "is_paddleclas_v20_state_dict",
     "map_paddleclas_v20_names",
 ]
@@ -274,17 +273,6 @@ def build_resnet_vd(depth: int, num_classes: int = 1000) -> ResNetVd:
     block, depths = RESNET_VD_LAYOUTS[depth]
     return ResNetVd(block, depths, num_classes)
 
-
-def freeze_stages(model: nn.Layer, n: int) -> None:
-    """Freeze the stem (``n >= 1``) and the first ``n - 1`` residual stages of ``model``.
-
-    See :meth:`ResNetVd.freeze_stages`: frozen parameters stop receiving gradients and
-    frozen batch norms keep using (and never update) their running statistics.
-    """
-    method = getattr(model, "freeze_stages", None)
-    if not callable(method):
-        raise ModelError(f"model {type(model).__name__} does not support freeze_stages")
-    method(n)
 
 
 # ------------------------------------------------------------------------------------
