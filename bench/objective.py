@@ -91,6 +91,17 @@ class TrialObjective:
         result = fine_tune(cfg, splits=splits)
         t1 = time.perf_counter()
         exported = export(result, trial_dir / "exported")
+        int8: dict[str, Any] = {}
+        if self.evaluation.precision == "int8" and self.evaluation.backend == "cpu":
+            # oneDNN int8 needs a calibrated program: score the int8 export, keep the float one too.
+            from harness.quantize import quantize_int8
+
+            float_dir = exported.model_dir
+            # min_agreement 0: a trial that quantizes badly gets the low score it earns, not an error.
+            exported = quantize_int8(result, trial_dir / "exported-int8", min_agreement=0.0,
+                                     threads=self.evaluation.threads)
+            check = (exported.manifest or {}).get("parity", {})
+            int8 = {"int8_agreement": check.get("agreement"), "float_exported_dir": str(float_dir)}
         t2 = time.perf_counter()
         ev = score_exported(exported, splits.val, splits.classes, self.evaluation)
         t3 = time.perf_counter()
@@ -123,6 +134,7 @@ class TrialObjective:
             "skipped_images": len({path for path, _ in ev.skipped}
                                   | {item["path"] for item in result.data_report.get("skipped", [])}),
             "exported_dir": str(exported.model_dir),
+            **int8,
             "train_history": list(result.history),
         }
         timings = {"train_s": t1 - t0, "export_s": t2 - t1, "eval_s": t3 - t2, "latency_s": t4 - t3}

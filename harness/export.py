@@ -563,7 +563,14 @@ def export(
     return ExportedModel.load(out)
 
 
-def _manifest(result: TrainResult, spec: PreprocessSpec, model_file: str, parity: ParityReport) -> dict[str, Any]:
+def _manifest(
+    result: TrainResult,
+    spec: PreprocessSpec,
+    model_file: str,
+    parity: Union[ParityReport, dict[str, Any]],
+    *,
+    precision: str = "fp32",
+) -> dict[str, Any]:
     import paddle
 
     cfg: TrainConfig = result.config
@@ -579,12 +586,13 @@ def _manifest(result: TrainResult, spec: PreprocessSpec, model_file: str, parity
         "output": "logits",
         "model_file": model_file,
         "params_file": PARAMS_FILE,
+        "precision": precision,
         "hyperparameters": cfg.to_dict(),
         "metrics": {"metric": result.metric, "val": dict(result.val_metrics), "history": list(result.history)},
         "source_run": str(Path(result.run_dir).resolve()),
         "paddle_version": paddle.__version__,
         "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "parity": parity.to_dict(),
+        "parity": parity.to_dict() if isinstance(parity, ParityReport) else dict(parity),
     }
 
 

@@ -24,13 +24,14 @@ feed/fetch ops are switched off. ``share_external_data`` works on this Paddle on
 nothing for numpy input.
 
 Int8: TensorRT calibrates from ``calibration_images`` (the calibration table is written
-to the engine cache). On CPU, Paddle 3.x inference has no post-training quantizer (Paddle
-2.x's ``enable_mkldnn_quantizer`` calibration API is gone) and its oneDNN int8 passes only
-run graphs that already carry quantize/dequantize ops (e.g. from PaddleSlim). Measured on
-paddlepaddle 3.3.1: a dygraph ``paddle.quantization.PTQ`` model exported under PIR fails in
-``create_predictor`` ("Tensor holds no memory"), and under the legacy IR oneDNN int8 returns
-wrong logits. So ``cpu``/``int8`` runs only models that are quantized already and
-otherwise fails with :class:`~harness.errors.BackendUnavailableError`; use ``bf16`` on CPU.
+to the engine cache). oneDNN (``cpu``) runs int8 only on a program that carries its
+quantization scales: Paddle 3.x inference has no CPU calibrator (Paddle 2.x's
+``enable_mkldnn_quantizer`` is gone). :func:`harness.quantize.quantize_int8`
+(``bench export --precision int8``) makes such an export from a training run; a float32
+export asked for ``cpu``/``int8`` fails with :class:`~harness.errors.BackendUnavailableError`
+that says so. The int8 passes quantize the ops in :data:`ONEDNN_INT8_OPS`: ``pool2d`` is
+left in float32 because oneDNN's int8 pooling primitive fails to build on ResNet_vd
+graphs here ("could not create a descriptor for a pooling forward propagation primitive").
 """
 
 from __future__ import annotations
@@ -67,6 +68,12 @@ TRT_INSTALL_HINT = (
     "(https://www.paddlepaddle.org.cn/packages/stable/cu126/) and put TensorRT's libraries "
     "(libnvinfer) on LD_LIBRARY_PATH"
 )
+# Op types that oneDNN runs in int8 (names after Paddle's fusion passes). pool2d is left
+# out: its int8 primitive fails to build after int8 convolutions on ResNet_vd graphs.
+ONEDNN_INT8_OPS = frozenset({
+    "conv2d", "depthwise_conv2d", "fused_conv2d", "fc", "matmul", "matmul_v2", "fused_matmul",
+    "elementwise_add", "fused_elementwise_add", "elementwise_mul", "fused_elementwise_mul", "concat",
+})
 # Ops in the graph that mark a quantized (int8-ready) model.
 QUANT_OP_MARKERS = ("quantize_linear", "dequantize_linear", "fake_quantize", "fake_channel_wise")
 
@@ -227,6 +234,14 @@ def _is_quantized(model: ExportedModel) -> bool:
     return any(marker in text for marker in QUANT_OP_MARKERS)
 
 
+def default_precision(model: Union[ExportedModel, str, "os.PathLike[str]"], backend: str = "cpu") -> str:
+    """The precision a model runs at when none is asked for: int8 for an int8 export on
+    ``cpu``/``trt``, fp32 otherwise."""
+    if not isinstance(model, ExportedModel):
+        model = ExportedModel.load(model, verify=False)
+    return "int8" if backend in ("cpu", "trt") and _is_quantized(model) else "fp32"
+
+
 class Predictor:
     """A Paddle Inference predictor for one exported model.
 
@@ -315,14 +330,16 @@ class Predictor:
                 elif precision == "int8":
                     if not _is_quantized(model):
                         raise BackendUnavailableError(
-                            "--backend cpu --precision int8 needs a quantized model (quantize_linear/dequantize_linear "
-                            f"ops); {model.model_file.name} is float32, and Paddle "
-                            "3.x inference has no post-training calibration on CPU. Quantize with PaddleSlim, or "
-                            "use bf16 on CPU / --backend trt --precision int8 on GPU"
+                            f"--backend cpu --precision int8 needs an int8 export; {model.model_dir} is float32 "
+                            "(oneDNN has no calibrator in Paddle 3.x inference). Make one with "
+                            "`bench export --run RUN_DIR --precision int8`, or use --precision bf16 on this CPU"
                         )
-                    config.enable_mkldnn_int8()
+                    config.enable_mkldnn_int8(set(ONEDNN_INT8_OPS))
             else:
                 config.disable_mkldnn()
+            if precision != "int8" and _is_quantized(model):
+                log.warning("%s is an int8 export; %s/%s runs its fake-quantize ops in float (slow, int8 rounding "
+                            "kept); use --backend cpu --precision int8", model.model_dir, backend, precision)
         else:
             gpu_precision = pi.PrecisionType.Half if (backend == "gpu" and precision == "fp16") else pi.PrecisionType.Float32
             config.enable_use_gpu(options.gpu_mem_mb, options.gpu_id, gpu_precision)

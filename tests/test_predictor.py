@@ -176,7 +176,7 @@ def test_bf16_predictor_stays_close_to_fp32(exported, predictor):
 
 
 def test_cpu_int8_on_a_float_model_says_what_is_needed(exported):
-    with pytest.raises(BackendUnavailableError, match="quantized model"):
+    with pytest.raises(BackendUnavailableError, match="needs an int8 export.*bench export --run"):
         Predictor(exported, PredictorOptions(precision="int8"))
 
 

@@ -95,6 +95,21 @@ def test_fixed_search_with_retrain_on_train_and_val(tmp_path):
     assert json.loads((tmp_path / "best" / "manifest.json").read_text())["trained_on"] == "train+val"
 
 
+def test_int8_search_scores_and_delivers_int8_exports(tmp_path):
+    argv = ["search", *TINY, "--strategy", "fixed", "--out-dir", str(tmp_path), "--name", "q",
+            "--export-dir", str(tmp_path / "best"), "--eval-precision", "int8", "--retrain-full"]
+    assert main(argv) == 0
+    (trial,) = [t for t in load_trials(tmp_path / "q" / "journal.jsonl") if t.state.name == "COMPLETE"]
+    assert trial.metrics["eval_backend"] == "cpu/int8"
+    assert 0.0 <= trial.metrics["int8_agreement"] <= 1.0
+    scored = json.loads((Path(trial.metrics["exported_dir"]) / "manifest.json").read_text())
+    assert scored["precision"] == "int8"
+    assert json.loads((Path(trial.metrics["float_exported_dir"]) / "manifest.json").read_text())["precision"] == "fp32"
+    best = json.loads((tmp_path / "best" / "manifest.json").read_text())
+    assert best["precision"] == "int8" and best["trained_on"] == "train+val"
+    assert json.loads((tmp_path / "best" / "test_eval.json").read_text())["num_images"] == 240
+
+
 def test_resume_refuses_flags_that_would_be_ignored(finished_search, capsys):
     _, run_dir = finished_search
     assert main(["search", "--resume", str(run_dir), "--epochs", "5"]) == 2
@@ -137,6 +152,7 @@ def test_resume_without_trials_keeps_the_original_count(tmp_path):
     (["--eval-backend", "gpu"], "gpu"),
     (["--trials", "0"], "--trials must be at least 1"),
     (["--eval-batch-size", "0"], "batch"),
+    (["--eval-backend", "cpu-plain", "--eval-precision", "int8"], "--eval-precision int8 scores with --eval-backend cpu"),
 ])
 def test_mistakes_stop_before_any_training_and_leave_no_search(tmp_path, capsys, bad, message):
     argv = ["search", *TINY, "--strategy", "random", "--trials", "1", "--out-dir", str(tmp_path), "--name", "x",

@@ -17,18 +17,29 @@ def add_predictor_arguments(parser: argparse.ArgumentParser, *, batch_size: int 
     """Add --backend, --precision, --batch-size, --threads, --gpu-id, --trt-cache-dir (shared with predict)."""
     parser.add_argument("--backend", default="cpu", choices=("cpu", "cpu-plain", "gpu", "trt"),
                         help="cpu = oneDNN, cpu-plain = Paddle's native CPU kernels, gpu = CUDA, trt = TensorRT")
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16", "int8"),
-                        help="fp32 everywhere; bf16 on CPUs with AVX512-BF16; fp16 on gpu/trt; int8 on trt")
+    parser.add_argument("--precision", default=None, choices=("fp32", "fp16", "bf16", "int8"),
+                        help="fp32 everywhere; bf16 on CPUs with AVX512-BF16; fp16 on gpu/trt; int8 on trt, and on cpu "
+                             "for int8 exports (default: int8 for an int8 export, else fp32)")
     parser.add_argument("--batch-size", type=int, default=batch_size, help=f"images per predictor call (default {batch_size})")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads of the predictor (default: all cores)")
     parser.add_argument("--gpu-id", type=int, default=0, help="GPU index for gpu/trt")
     parser.add_argument("--trt-cache-dir", default=None, help="where TensorRT engines are cached (default: <model>/_trt_cache)")
 
 
+def resolve_precision(args: argparse.Namespace) -> str:
+    """Fill in ``args.precision`` when it was not given: int8 for an int8 export, else fp32."""
+    if getattr(args, "precision", None) is None:
+        from harness.predictor import default_precision
+
+        args.precision = default_precision(args.model, args.backend)
+    return args.precision
+
+
 def predictor_options(args: argparse.Namespace, **extra):
     """PredictorOptions from the flags of :func:`add_predictor_arguments`."""
     from harness.predictor import PredictorOptions
 
+    resolve_precision(args)
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.threads is not None and args.threads < 1:
@@ -79,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
     from harness.evaluate import evaluate
     from harness.predictor import Predictor, check_backend
 
+    resolve_precision(args)
     check_backend(args.backend, args.precision)  # fail before the dataset is read
     if args.limit is not None and args.limit < 1:
         raise ConfigError(f"--limit must be >= 1, got {args.limit}")
@@ -105,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
         )
     result = evaluate(predictor, samples, splits.classes, batch_size=args.batch_size, workers=args.workers)
     record = {"model": str(args.model), "dataset": args.dataset, "data_root": args.data_root, "split": args.split,
-              "metric": splits.metric, **result.to_dict()}
+              "metric": splits.metric, "predictor": predictor.describe(), **result.to_dict()}
     out_dir = Path(args.out_dir) if args.out_dir else Path(args.model)
     out_dir.mkdir(parents=True, exist_ok=True)
     out_path = out_dir / EVAL_FILE

@@ -50,7 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("scoring and result")
     g.add_argument("--eval-backend", choices=["cpu", "cpu-plain", "gpu", "trt"],
                    help="Paddle Inference backend that scores each trial (cpu)")
-    g.add_argument("--eval-precision", choices=["fp32", "fp16", "bf16"], help="precision of the scoring predictor (fp32)")
+    g.add_argument("--eval-precision", choices=["fp32", "fp16", "bf16", "int8"],
+                   help="precision of the scoring predictor (fp32); int8 (with --eval-backend cpu) calibrates every "
+                        "trial's model on training images and scores its int8 export")
     g.add_argument("--eval-batch-size", type=int, help="batch size of the scoring predictor (16)")
     g.add_argument("--latency-seconds", type=float,
                    help="model-only latency measurement of every trial's export, seconds (1; 0 turns it off)")
@@ -193,6 +195,8 @@ def _check_before_start(meta, run_dir: Path, base, settings, n_trials, args) -> 
         return ReplayObjective(settings["replay"])
     if settings["latency_seconds"] < 0 or settings["latency_batch"] < 1:
         raise ConfigError("--latency-seconds must be >= 0 and --latency-batch >= 1")
+    if settings["eval_precision"] == "int8" and settings["eval_backend"] != "cpu":
+        raise ConfigError(f"--eval-precision int8 scores with --eval-backend cpu (oneDNN); got {settings['eval_backend']!r}")
     check_backend(settings["eval_backend"], settings["eval_precision"])
     PredictorOptions(backend=settings["eval_backend"], precision=settings["eval_precision"],
                      batch_size=settings["eval_batch_size"])  # validates the batch size
@@ -355,7 +359,12 @@ def _finish(best, base, export_dir: Path, overwrite: bool, settings, run_dir: Pa
         if final_dir.exists():
             shutil.rmtree(final_dir)
         result = fine_tune(cfg.replace(out_dir=str(run_dir), run_name=final_dir.name), splits=full)
-        export(result, staging)
+        if settings["eval_precision"] == "int8" and settings["eval_backend"] == "cpu":
+            from harness.quantize import quantize_int8
+
+            quantize_int8(result, staging, min_agreement=0.0, threads=base.threads)
+        else:
+            export(result, staging)
         manifest_path = staging / "manifest.json"
         manifest = json.loads(manifest_path.read_text())
         # The val metrics were measured on images this model trained on.

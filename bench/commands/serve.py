@@ -32,7 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--topk", type=int, default=5, help="classes per answer unless ?topk= says otherwise (default 5)")
     parser.add_argument("--backend", default="cpu", choices=("cpu", "cpu-plain", "gpu", "trt"),
                         help="predictor backend (default cpu = oneDNN)")
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16", "int8"), help="predictor precision")
+    parser.add_argument("--precision", default=None, choices=("fp32", "fp16", "bf16", "int8"),
+                        help="predictor precision (default: int8 for an int8 export, else fp32)")
     parser.add_argument("--threads", type=int, default=None, help="predictor CPU threads (default: all cores)")
     parser.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"),
                         help="uvicorn's log level (default warning)")
@@ -45,8 +46,11 @@ def run(args: argparse.Namespace) -> int:
     from bench.server import ServerSettings, bind_socket, build_predictor, create_app, serve
     from harness.errors import ConfigError
 
+    from bench.commands.eval import resolve_precision
+
     if args.threads is not None and args.threads < 1:
         raise ConfigError(f"--threads must be >= 1, got {args.threads}")
+    resolve_precision(args)
     settings = ServerSettings(
         max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_bytes=args.max_bytes, max_pixels=args.max_pixels,
         max_queue=args.max_queue, default_topk=args.topk,

@@ -37,8 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="export directory (exported_models/X) or a PaddleClas inference dir")
     parser.add_argument("--backend", default="cpu", choices=("cpu", "cpu-plain", "gpu", "trt"),
                         help="cpu = oneDNN, cpu-plain = Paddle's native CPU kernels, gpu = CUDA, trt = TensorRT")
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16", "int8"),
-                        help="fp32 everywhere; bf16 on CPUs with AVX512-BF16; fp16 on gpu/trt; int8 on trt")
+    parser.add_argument("--precision", default=None, choices=("fp32", "bf16", "fp16", "int8"),
+                        help="fp32 everywhere; bf16 on CPUs with AVX512-BF16; fp16 on gpu/trt; int8 on trt, and on cpu "
+                             "for int8 exports (default: int8 for an int8 export, else fp32)")
     parser.add_argument("--batch-sizes", type=_int_list("--batch-sizes"), default=(1, 8), metavar="B1,B2,...",
                         help="comma-separated batch sizes (default 1,8)")
     parser.add_argument("--concurrency", type=_int_list("--concurrency"), default=(1,), metavar="C1,C2,...",
@@ -67,7 +68,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace):
     """The validated :class:`bench.throughput.ThroughputConfig` of the parsed flags."""
+    from bench.commands.eval import resolve_precision
     from bench.throughput import INPUT_MODES, ThroughputConfig
+
+    resolve_precision(args)
 
     return ThroughputConfig(
         model_dir=args.model,
