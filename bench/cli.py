@@ -28,6 +28,7 @@ COMMAND_MODULES = [
     "bench.commands.eval",
     "bench.commands.predict",
     "bench.commands.eval_bench",
+    "bench.commands.int8_bench",
     "bench.commands.throughput",
     "bench.commands.deploy",
     "bench.commands.serve",

@@ -506,10 +506,7 @@ def export(
         model_file = _find_model_file(staging)
         if model_file is None or not (staging / PARAMS_FILE).is_file():
             raise ExportError(f"paddle.jit.save wrote {sorted(p.name for p in staging.iterdir())}; expected a model and {PARAMS_FILE}")
-        (staging / CONFIG_FILE).write_text(
-            yaml.safe_dump(inference_yaml(spec, topk=min(topk, result.num_classes)), sort_keys=False), encoding="utf-8"
-        )
-        write_label_file(staging / LABEL_FILE, result.classes)
+        _write_side_files(staging, result, topk)
 
         staged = ExportedModel(
             model_dir=staging,
@@ -547,20 +544,33 @@ def export(
         log.info("parity %s on %d %s inputs: max |diff| %.3g (tolerance %.3g), argmax %d/%d",
                  backend, len(batch), input_kind, diff, tolerance, agree, len(batch))
 
-        manifest = _manifest(result, spec, model_file.name, parity)
-        manifest["files"] = {p.name: sha256_file(p) for p in sorted(staging.iterdir()) if p.is_file()}
-        (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        # mkdtemp made the folder owner-only; an export is meant to be read by servers and
-        # other users, so it gets the permissions of a folder made under the current umask.
-        umask = os.umask(0)
-        os.umask(umask)
-        staging.chmod(0o777 & ~umask)
-        _move_into_place(staging, out)
+        _publish(staging, out, _manifest(result, spec, model_file.name, parity))
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     log.info("exported %s to %s", result.config.model, out)
     return ExportedModel.load(out)
+
+
+def _write_side_files(staging: Path, result: TrainResult, topk: int) -> None:
+    """``inference.yml`` (PaddleClas deploy format) and ``label_list.txt`` of ``result``."""
+    (staging / CONFIG_FILE).write_text(
+        yaml.safe_dump(inference_yaml(result.preprocess, topk=min(topk, result.num_classes)), sort_keys=False),
+        encoding="utf-8",
+    )
+    write_label_file(staging / LABEL_FILE, result.classes)
+
+
+def _publish(staging: Path, out: Path, manifest: dict[str, Any]) -> None:
+    """Write ``manifest`` with the sha256 of every file in ``staging``, then move it to ``out``."""
+    manifest["files"] = {p.name: sha256_file(p) for p in sorted(staging.iterdir()) if p.is_file()}
+    (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    # mkdtemp made the folder owner-only; an export is meant to be read by servers and
+    # other users, so it gets the permissions of a folder made under the current umask.
+    umask = os.umask(0)
+    os.umask(umask)
+    staging.chmod(0o777 & ~umask)
+    _move_into_place(staging, out)
 
 
 def _manifest(

@@ -30,8 +30,9 @@ quantization scales: Paddle 3.x inference has no CPU calibrator (Paddle 2.x's
 (``bench export --precision int8``) makes such an export from a training run; a float32
 export asked for ``cpu``/``int8`` fails with :class:`~harness.errors.BackendUnavailableError`
 that says so. The int8 passes quantize the ops in :data:`ONEDNN_INT8_OPS`: ``pool2d`` is
-left in float32 because oneDNN's int8 pooling primitive fails to build on ResNet_vd
-graphs here ("could not create a descriptor for a pooling forward propagation primitive").
+left in float32 because oneDNN's int8 pooling primitive fails to build on small feature maps
+(ResNet_tiny at 32 px: "could not create a descriptor for a pooling forward propagation
+primitive"); measured cost 0–7 % of int8 latency (ResNet18_vd at 64 px, Lite0 at 128 px).
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ TRT_INSTALL_HINT = (
     "(libnvinfer) on LD_LIBRARY_PATH"
 )
 # Op types that oneDNN runs in int8 (names after Paddle's fusion passes). pool2d is left
-# out: its int8 primitive fails to build after int8 convolutions on ResNet_vd graphs.
+# out: its int8 primitive fails to build on small feature maps (see the module docstring).
 ONEDNN_INT8_OPS = frozenset({
     "conv2d", "depthwise_conv2d", "fused_conv2d", "fc", "matmul", "matmul_v2", "fused_matmul",
     "elementwise_add", "fused_elementwise_add", "elementwise_mul", "fused_elementwise_mul", "concat",

@@ -21,18 +21,26 @@ static-graph route works, so :func:`quantize_int8`
    agreement, the largest logit difference and, with labels, both top-1 accuracies go into
    the manifest.
 
-Calibration algorithm ``avg`` (the mean over batches of each activation's absolute
-maximum) is the default: measured on EfficientNet-Lite0 with its ImageNet weights (128 px,
-1000 classes, 64 calibration photos), it kept the float32 top-1 class on 90.6 % of 128
-held-out photos (top-5 always contained it) and calibrated in 3 s; ``KL`` kept 61.7 % and
-took 166 s; ``hist``, ``mse`` and ``abs_max`` were within 3 points of ``avg``.
+Calibration algorithm ``hist`` (activation ranges at the 99.999th percentile of a
+histogram of absolute values) is the default. Measured here on flowers12 test photos (240),
+64 calibration images, fine-tuned runs:
+
+==================================== ======= ============ ============ ============ ============
+run                                  float32 int8 ``hist`` int8 ``avg`` int8 ``mse`` ``abs_max``
+==================================== ======= ============ ============ ============ ============
+ResNet18_vd, 64 px, 10 epochs        77.9 %  77.5 %       75.0 %       78.3 %       77.1 %
+EfficientNet-Lite0 (ImageNet), 128   90.4 %  90.8 %       90.8 %       --           90.0 %
+==================================== ======= ============ ============ ============ ============
+
+``hist`` kept the float32 top-1 class on 100 % / 98.6 % of the validation images and
+calibrated in 2 / 7 s; ``mse`` took 3× longer and was worse with 256 images; ``KL`` took
+166 s on Lite0 and kept only 62 % of its ImageNet top-1 classes.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
 import os
 import shutil
@@ -43,26 +51,20 @@ from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
 import numpy as np
-import yaml
 
 from .errors import ConfigError, ExportError, ImageDecodeError
 from .export import (
-    CONFIG_FILE,
     DEFAULT_EXPORT_ROOT,
     INPUT_NAME,
-    LABEL_FILE,
     LEGACY_MODEL_FILE,
-    MANIFEST_FILE,
     MODEL_PREFIX,
     PARAMS_FILE,
     ExportedModel,
     _load_model,
     _manifest,
-    _move_into_place,
+    _publish,
     _resolve_source,
-    inference_yaml,
-    sha256_file,
-    write_label_file,
+    _write_side_files,
 )
 from .preprocess_spec import PreprocessSpec
 from .results import TrainResult
@@ -72,7 +74,7 @@ log = logging.getLogger(__name__)
 PathLike = Union[str, "os.PathLike[str]"]
 
 ALGOS = ("avg", "abs_max", "hist", "mse", "KL")
-DEFAULT_ALGO = "avg"
+DEFAULT_ALGO = "hist"
 DEFAULT_CALIBRATION_IMAGES = 64
 DEFAULT_CHECK_IMAGES = 128
 DEFAULT_MIN_AGREEMENT = 0.9
@@ -326,10 +328,7 @@ def quantize_int8(
         start = time.perf_counter()
         _calibrate(model, spec, calibration, staging, algo=algo, batch_size=batch_size)
         seconds = time.perf_counter() - start
-        (staging / CONFIG_FILE).write_text(
-            yaml.safe_dump(inference_yaml(spec, topk=min(topk, result.num_classes)), sort_keys=False), encoding="utf-8"
-        )
-        write_label_file(staging / LABEL_FILE, result.classes)
+        _write_side_files(staging, result, topk)
         staged = ExportedModel(
             model_dir=staging, model_file=staging / LEGACY_MODEL_FILE, params_file=staging / PARAMS_FILE,
             preprocess=spec, classes=tuple(result.classes), model_name=result.config.model,
@@ -368,12 +367,7 @@ def quantize_int8(
             "calibration_seconds": round(seconds, 2),
             "runs_on": "--backend cpu --precision int8 (oneDNN)",
         }
-        manifest["files"] = {p.name: sha256_file(p) for p in sorted(staging.iterdir()) if p.is_file()}
-        (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        umask = os.umask(0)
-        os.umask(umask)
-        staging.chmod(0o777 & ~umask)
-        _move_into_place(staging, out)
+        _publish(staging, out, manifest)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -61,3 +61,26 @@ def tlbench_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     cache = tmp_path / "cache"
     monkeypatch.setenv("TLBENCH_CACHE", str(cache))
     return cache
+
+
+@pytest.fixture(scope="session")
+def flowers12_splits():
+    """flowers12 loaded once per session as a ``folder`` dataset; skips when absent."""
+    if not (FLOWERS12 / "train").is_dir():
+        pytest.skip(f"flowers12 not found at {FLOWERS12} (expected ../shared/datasets/flowers12 beside the repo)")
+    from harness.data import load_dataset
+
+    return load_dataset("folder", FLOWERS12)
+
+
+@pytest.fixture(scope="session")
+def tiny_flowers_run(flowers12_splits, tmp_path_factory):
+    """ResNet_tiny fine-tuned briefly on flowers12 at 32 px (a TrainResult), shared by the test modules."""
+    pytest.importorskip("paddle")
+    from harness.config import TrainConfig
+    from harness.train import fine_tune
+
+    cfg = TrainConfig(model="ResNet_tiny", dataset="folder", data_root=str(FLOWERS12), image_size=32,
+                      epochs=3, batch_size=32, max_steps_per_epoch=8, lr=0.1, workers=2, seed=0,
+                      out_dir=str(tmp_path_factory.mktemp("runs")), run_name="tiny_flowers")
+    return fine_tune(cfg, splits=flowers12_splits)

@@ -11,8 +11,7 @@ import pytest
 paddle = pytest.importorskip("paddle")
 
 from bench.cli import main  # noqa: E402
-from harness.config import TrainConfig  # noqa: E402
-from harness.data import EvalTransform, Sample, load_dataset, read_image_rgb  # noqa: E402
+from harness.data import EvalTransform, Sample, read_image_rgb  # noqa: E402
 from harness.errors import ConfigError  # noqa: E402
 from harness.evaluate import evaluate  # noqa: E402
 from harness.export import export  # noqa: E402
@@ -24,32 +23,16 @@ PER_CLASS = 4
 
 
 @pytest.fixture(scope="module")
-def flowers12_root():
-    # Module-scoped twin of conftest's fixture, so the fine-tune below runs once.
-    from conftest import FLOWERS12
-
-    if not (FLOWERS12 / "train").is_dir():
-        pytest.skip(f"flowers12 not found at {FLOWERS12} (expected ../shared/datasets/flowers12 beside the repo)")
-    return FLOWERS12
+def flowers(flowers12_splits):
+    return flowers12_splits
 
 
 @pytest.fixture(scope="module")
-def flowers(flowers12_root):
-    return load_dataset("folder", flowers12_root)
-
-
-@pytest.fixture(scope="module")
-def trained(flowers, flowers12_root, tmp_path_factory):
-    """ResNet_tiny fine-tuned briefly on flowers12 at 32 px, and its export."""
-    from harness.train import fine_tune
-
-    cfg = TrainConfig(model="ResNet_tiny", dataset="folder", data_root=str(flowers12_root), image_size=32,
-                      epochs=3, batch_size=32, max_steps_per_epoch=8, lr=0.1, workers=2, seed=0,
-                      out_dir=str(tmp_path_factory.mktemp("runs")), run_name="tiny_flowers")
-    result = fine_tune(cfg, splits=flowers)
+def trained(tiny_flowers_run, flowers, tmp_path_factory):
+    """ResNet_tiny fine-tuned briefly on flowers12 at 32 px (conftest), and its export."""
     parity_images = [read_image_rgb(s.path) for s in flowers.test[:4]]
-    exported = export(result, tmp_path_factory.mktemp("exp") / "tiny_flowers", parity_inputs=parity_images)
-    return result, exported
+    exported = export(tiny_flowers_run, tmp_path_factory.mktemp("exp") / "tiny_flowers", parity_inputs=parity_images)
+    return tiny_flowers_run, exported
 
 
 @pytest.fixture(scope="module")

@@ -12,47 +12,25 @@ import yaml
 paddle = pytest.importorskip("paddle")
 
 from bench.cli import main  # noqa: E402
-from harness.config import TrainConfig  # noqa: E402
-from harness.data import load_dataset  # noqa: E402
 from harness.errors import BackendUnavailableError, ConfigError, ExportError  # noqa: E402
 from harness.export import CONFIG_FILE, LEGACY_MODEL_FILE, MANIFEST_FILE, ExportedModel, _load_model, export  # noqa: E402
 from harness.predictor import Predictor, PredictorOptions, default_precision  # noqa: E402
-from harness.quantize import CALIBRATION_SEED, dataset_images, quantize_int8  # noqa: E402
+from harness.quantize import CALIBRATION_SEED, DEFAULT_ALGO, dataset_images, quantize_int8  # noqa: E402
 
 CALIBRATION = 32
 CHECK = 48
 
 
 @pytest.fixture(scope="module")
-def flowers12_root():
-    from conftest import FLOWERS12
-
-    if not (FLOWERS12 / "train").is_dir():
-        pytest.skip(f"flowers12 not found at {FLOWERS12} (expected ../shared/datasets/flowers12 beside the repo)")
-    return FLOWERS12
-
-
-@pytest.fixture(scope="module")
-def flowers(flowers12_root):
-    return load_dataset("folder", flowers12_root)
-
-
-@pytest.fixture(scope="module")
-def run(flowers, flowers12_root, tmp_path_factory):
-    """ResNet_tiny fine-tuned briefly on flowers12 at 32 px, its float32 export and its int8 export (via the CLI)."""
-    from harness.train import fine_tune
-
-    cfg = TrainConfig(model="ResNet_tiny", dataset="folder", data_root=str(flowers12_root), image_size=32,
-                      epochs=3, batch_size=32, max_steps_per_epoch=8, lr=0.1, workers=2, seed=0,
-                      out_dir=str(tmp_path_factory.mktemp("runs")), run_name="tiny_int8")
-    result = fine_tune(cfg, splits=flowers)
+def run(tiny_flowers_run, tmp_path_factory):
+    """The shared tiny flowers12 run (conftest), its float32 export and its int8 export (via the CLI)."""
     exports = tmp_path_factory.mktemp("exp")
-    fp32 = export(result, exports / "fp32")
+    fp32 = export(tiny_flowers_run, exports / "fp32")
     int8_dir = exports / "int8"
-    rc = main(["-q", "export", "--run", result.run_dir, "--out-dir", str(int8_dir), "--precision", "int8",
+    rc = main(["-q", "export", "--run", tiny_flowers_run.run_dir, "--out-dir", str(int8_dir), "--precision", "int8",
                "--calibration-images", str(CALIBRATION), "--check-images", str(CHECK), "--min-agreement", "0.5"])
     assert rc == 0
-    return result, fp32, ExportedModel.load(int8_dir)
+    return tiny_flowers_run, fp32, ExportedModel.load(int8_dir)
 
 
 def test_int8_export_holds_a_calibrated_program_and_a_complete_manifest(run):
@@ -65,7 +43,7 @@ def test_int8_export_holds_a_calibrated_program_and_a_complete_manifest(run):
     manifest = int8.manifest
     assert manifest["precision"] == "int8" and fp32.manifest["precision"] == "fp32"
     quant = manifest["quantization"]
-    assert quant["algo"] == "avg" and quant["calibration_images"] == CALIBRATION
+    assert quant["algo"] == DEFAULT_ALGO and quant["calibration_images"] == CALIBRATION
     assert manifest["parity"]["num_inputs"] == CHECK and manifest["parity"]["min_agreement"] == 0.5
     assert set(manifest["files"]) == set(files) - {MANIFEST_FILE}
     # Same deployment preprocessing and classes as the float32 export of the run.
@@ -101,10 +79,11 @@ def test_int8_predictor_tracks_float32_and_the_manifest_reports_the_truth(run):
     assert agree >= 0.75 * CHECK
 
 
-def test_int8_test_accuracy_is_within_a_few_points_of_float32(run, flowers):
+def test_int8_test_accuracy_is_within_a_few_points_of_float32(run, flowers12_splits):
     from harness.evaluate import evaluate
 
     _, fp32, int8 = run
+    flowers = flowers12_splits
     test = list(flowers.test)[::2]
     acc = {}
     for name, model, precision in (("fp32", fp32, "fp32"), ("int8", int8, "int8")):

@@ -6,6 +6,7 @@ import argparse
 import json
 
 from harness.errors import ConfigError
+from harness.quantize import ALGOS
 
 NAME = "export"
 HELP = "export a training run to exported_models/<run> (Paddle Inference + inference.yml + manifest)"
@@ -24,8 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("int8 (--precision int8)")
     g.add_argument("--calibration-images", type=int, default=None, metavar="N",
                    help="training images to calibrate on (default 64)")
-    g.add_argument("--calibration-algo", default=None, choices=("avg", "abs_max", "hist", "mse", "KL"),
-                   help="activation-scale algorithm (default avg)")
+    g.add_argument("--calibration-algo", default=None, choices=ALGOS,
+                   help="activation-scale algorithm (default hist)")
     g.add_argument("--check-images", type=int, default=None, metavar="N",
                    help="validation images on which int8 is checked against float32 (default 128)")
     g.add_argument("--min-agreement", type=float, default=None,
