@@ -277,7 +277,7 @@ class Predictor:
         self.input_name = input_names[0]
         self.output_name = output_names[0]
         self._bind_handles()
-        if options.backend == "trt" and options.precision == "int8":
+        if options.backend == "trt" and options.precision == "int8" and not _is_quantized(model):
             self._calibrate_trt(options)
 
     def _bind_handles(self) -> None:
@@ -373,7 +373,8 @@ class Predictor:
         # Engines (and the int8 calibration table) are serialised here and reused.
         config.set_optim_cache_dir(str(cache))
         lo, opt, hi = options.trt_batches
-        use_calib = options.precision == "int8"
+        # A calibrated int8 export carries its scales; TensorRT reads them instead of calibrating.
+        use_calib = options.precision == "int8" and not _is_quantized(model)
         if use_calib and not options.calibration_images:
             raise ConfigError("--backend trt --precision int8 needs calibration images (a few training images)")
         config.enable_tensorrt_engine(

@@ -209,13 +209,17 @@ def _calibrate(model: Any, spec: PreprocessSpec, calibration: np.ndarray, stagin
             )
         from paddle.static.quantization import PostTrainingQuantization
 
-        ptq_logger = logging.getLogger("paddle.static.quantization.post_training_quantization")
-        level = ptq_logger.level
+        # The quantizer and the legacy model loader log every step (and a deprecation notice
+        # about the loading call the quantizer makes); keep their errors only.
+        quiet = [logging.getLogger(name)
+                 for name in ("paddle.static.quantization.post_training_quantization", "paddle.static.io")]
+        levels = [logger.level for logger in quiet]
         paddle.enable_static()
-        # The quantizer draws progress bars on stderr and logs every step; keep them for errors only.
+        # The quantizer draws progress bars on stderr; they are shown only if it fails.
         noise = io.StringIO()
         try:
-            ptq_logger.setLevel(logging.ERROR)
+            for logger in quiet:
+                logger.setLevel(logging.ERROR)
             # A scope of its own (the loader fills the current one), so nothing leaks into global_scope().
             scope = paddle.static.Scope()
             with contextlib.redirect_stderr(noise), contextlib.redirect_stdout(noise), paddle.static.scope_guard(scope):
@@ -242,7 +246,8 @@ def _calibrate(model: Any, spec: PreprocessSpec, calibration: np.ndarray, stagin
             raise ExportError(f"int8 calibration ({algo}) failed: {exc}" + (f" [{' | '.join(tail)}]" if tail else "")) from exc
         finally:
             paddle.disable_static()
-            ptq_logger.setLevel(level)
+            for logger, level in zip(quiet, levels):
+                logger.setLevel(level)
     shutil.rmtree(float_dir, ignore_errors=True)
     for extra in staging.iterdir():
         if extra.name not in (LEGACY_MODEL_FILE, PARAMS_FILE):

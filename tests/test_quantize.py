@@ -157,3 +157,39 @@ def test_bad_int8_arguments_are_named(run, tmp_path, kwargs, message):
     with pytest.raises(ConfigError, match=message):
         quantize_int8(result, tmp_path / "out", **kwargs)
     assert not (tmp_path / "out").exists()
+
+
+def test_int8_bench_compares_the_precisions_side_by_side(run, tmp_path, capsys):
+    result, _, _ = run
+    precisions = "fp32,int8" if "bf16" not in _cpu_precisions() else "fp32,bf16,int8"
+    rc = main(["-q", "int8-bench", "--run", result.run_dir, "--limit", "16", "--latency-batches", "1,2",
+               "--duration", "0.1", "--repeats", "2", "--calibration-images", "8", "--precisions", precisions,
+               "--out-dir", str(tmp_path), "--json"])
+    assert rc == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record == json.loads((tmp_path / "int8_bench.json").read_text())
+    rows = record["precisions"]
+    assert list(rows) == precisions.split(",")
+    assert rows["fp32"]["agreement_with_fp32"] == 1.0
+    assert record["quantization"]["calibration_images"] == 8
+    for row in rows.values():
+        assert row["num_images"] == 16 and 0.0 <= row["top1"] <= 1.0
+        for batch in ("b1", "b2"):
+            assert row[batch]["rounds"] == 2 and row[batch]["img_per_s"] > 0
+    assert rows["fp32"]["b1"]["speedup_vs_fp32"] == 1.0
+    assert rows["int8"]["b2"]["speedup_vs_fp32"] == pytest.approx(
+        rows["int8"]["b2"]["img_per_s"] / rows["fp32"]["b2"]["img_per_s"])
+
+    assert main(["int8-bench", "--run", result.run_dir, "--precisions", "fp16"]) == 2
+    assert "--precisions takes a comma-separated subset of fp32,bf16,int8" in capsys.readouterr().err
+
+
+def _cpu_precisions() -> set[str]:
+    from harness.errors import BackendUnavailableError as Unavailable
+    from harness.predictor import check_backend
+
+    try:
+        check_backend("cpu", "bf16")
+    except Unavailable:
+        return {"fp32", "int8"}
+    return {"fp32", "bf16", "int8"}

@@ -51,8 +51,8 @@ def predictor_options(args: argparse.Namespace, **extra):
 
 
 def calibration_images(args: argparse.Namespace, splits, count: int = 16) -> list:
-    """A few training images for int8 calibration (only read when --precision int8)."""
-    if args.precision != "int8":
+    """A few training images for TensorRT int8 calibration (read only for --backend trt --precision int8)."""
+    if args.precision != "int8" or args.backend != "trt":
         return []
     from harness.data import read_image_rgb
     from harness.errors import ImageDecodeError
