@@ -67,6 +67,9 @@ PARITY_SEED = 20240601
 
 PathLike = Union[str, "os.PathLike[str]"]
 
+# Ops in a program that mark a quantized (int8-ready) model.
+QUANT_OP_MARKERS = ("quantize_linear", "dequantize_linear", "fake_quantize", "fake_channel_wise")
+
 
 def sha256_file(path: PathLike, chunk_size: int = 1 << 20) -> str:
     """Hex sha256 of the file at ``path``."""
@@ -193,6 +196,16 @@ class ExportedModel:
     def num_classes(self) -> Optional[int]:
         """Number of classes, when the class names are known."""
         return None if self.classes is None else len(self.classes)
+
+    @property
+    def quantized(self) -> bool:
+        """True when the program carries int8 quantization ops (``bench export --precision int8``, PaddleSlim)."""
+        if self.model_file.suffix != ".json":
+            # A legacy protobuf program: the op names appear verbatim in the bytes too.
+            text = self.model_file.read_bytes().decode("latin-1")
+        else:
+            text = self.model_file.read_text(encoding="utf-8", errors="replace")
+        return any(marker in text for marker in QUANT_OP_MARKERS)
 
     @property
     def is_tlbench_export(self) -> bool:

@@ -194,8 +194,9 @@ def convert_to_onnx(
 
     Raises:
         ConfigError: ``opset`` out of range or an empty ``output_name``.
-        ExportError: paddle2onnx/onnx are missing, the conversion fails, or the graph is not
-            a single-input, single-output ``[N, 3, H, W] -> [N, C]`` classifier.
+        ExportError: paddle2onnx/onnx are missing, the model is an int8 export, the conversion
+            fails, or the graph is not a single-input, single-output ``[N, 3, H, W] -> [N, C]``
+            classifier.
     """
     if isinstance(opset, bool) or not isinstance(opset, int) or opset < MIN_OPSET:
         raise ConfigError(f"--opset must be an integer >= {MIN_OPSET}, got {opset!r}")
@@ -203,6 +204,12 @@ def convert_to_onnx(
         raise ConfigError("output_name must be a non-empty string")
     if not isinstance(model, ExportedModel):
         model = ExportedModel.load(model)
+    if model.quantized:
+        # paddle2onnx aborts the whole process (SIGABRT) on fake-quantize ops.
+        raise ExportError(
+            f"{model.model_dir} is an int8 export (fake-quantize ops), which paddle2onnx cannot convert; "
+            "deploy the run's float32 export (bench export --run RUN_DIR) instead"
+        )
     paddle2onnx = _require("paddle2onnx", ONNX_INSTALL_HINT)
     onnx = _require("onnx", ONNX_INSTALL_HINT)
 

@@ -75,8 +75,6 @@ ONEDNN_INT8_OPS = frozenset({
     "conv2d", "depthwise_conv2d", "fused_conv2d", "fc", "matmul", "matmul_v2", "fused_matmul",
     "elementwise_add", "fused_elementwise_add", "elementwise_mul", "fused_elementwise_mul", "concat",
 })
-# Ops in the graph that mark a quantized (int8-ready) model.
-QUANT_OP_MARKERS = ("quantize_linear", "dequantize_linear", "fake_quantize", "fake_channel_wise")
 
 
 @lru_cache(maxsize=1)
@@ -226,21 +224,12 @@ class PredictorOptions:
             return os.cpu_count() or 1
 
 
-def _is_quantized(model: ExportedModel) -> bool:
-    if model.model_file.suffix != ".json":
-        # A legacy protobuf program: the op names appear verbatim in the bytes too.
-        text = model.model_file.read_bytes().decode("latin-1")
-    else:
-        text = model.model_file.read_text(encoding="utf-8", errors="replace")
-    return any(marker in text for marker in QUANT_OP_MARKERS)
-
-
 def default_precision(model: Union[ExportedModel, str, "os.PathLike[str]"], backend: str = "cpu") -> str:
     """The precision a model runs at when none is asked for: int8 for an int8 export on
     ``cpu``/``trt``, fp32 otherwise."""
     if not isinstance(model, ExportedModel):
         model = ExportedModel.load(model, verify=False)
-    return "int8" if backend in ("cpu", "trt") and _is_quantized(model) else "fp32"
+    return "int8" if backend in ("cpu", "trt") and model.quantized else "fp32"
 
 
 class Predictor:
@@ -277,7 +266,7 @@ class Predictor:
         self.input_name = input_names[0]
         self.output_name = output_names[0]
         self._bind_handles()
-        if options.backend == "trt" and options.precision == "int8" and not _is_quantized(model):
+        if options.backend == "trt" and options.precision == "int8" and not model.quantized:
             self._calibrate_trt(options)
 
     def _bind_handles(self) -> None:
@@ -329,7 +318,7 @@ class Predictor:
                 if precision == "bf16":
                     config.enable_mkldnn_bfloat16()
                 elif precision == "int8":
-                    if not _is_quantized(model):
+                    if not model.quantized:
                         raise BackendUnavailableError(
                             f"--backend cpu --precision int8 needs an int8 export; {model.model_dir} is float32 "
                             "(oneDNN has no calibrator in Paddle 3.x inference). Make one with "
@@ -338,7 +327,7 @@ class Predictor:
                     config.enable_mkldnn_int8(set(ONEDNN_INT8_OPS))
             else:
                 config.disable_mkldnn()
-            if precision != "int8" and _is_quantized(model):
+            if precision != "int8" and model.quantized:
                 log.warning("%s is an int8 export; %s/%s runs its fake-quantize ops in float (slow, int8 rounding "
                             "kept); use --backend cpu --precision int8", model.model_dir, backend, precision)
         else:
@@ -374,7 +363,7 @@ class Predictor:
         config.set_optim_cache_dir(str(cache))
         lo, opt, hi = options.trt_batches
         # A calibrated int8 export carries its scales; TensorRT reads them instead of calibrating.
-        use_calib = options.precision == "int8" and not _is_quantized(model)
+        use_calib = options.precision == "int8" and not model.quantized
         if use_calib and not options.calibration_images:
             raise ConfigError("--backend trt --precision int8 needs calibration images (a few training images)")
         config.enable_tensorrt_engine(

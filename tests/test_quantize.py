@@ -111,6 +111,16 @@ def test_eval_command_runs_an_int8_export_at_int8_by_default(run, flowers12_root
     assert record["num_images"] == 8
 
 
+def test_onnx_deploy_refuses_an_int8_export_with_a_clear_error(run, tmp_path):
+    from harness.onnx_export import convert_to_onnx
+
+    _, fp32, int8 = run
+    assert int8.quantized and not fp32.quantized
+    # paddle2onnx would abort the process on fake-quantize ops; the export is refused first.
+    with pytest.raises(ExportError, match="int8 export .* float32 export"):
+        convert_to_onnx(int8, tmp_path / "model.onnx")
+
+
 def test_float32_export_refuses_cpu_int8_and_names_the_way_to_quantize(run):
     _, fp32, _ = run
     with pytest.raises(BackendUnavailableError, match="bench export --run .* --precision int8"):
