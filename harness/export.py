@@ -22,6 +22,7 @@ plain PaddleClas inference directory (``inference.*`` + ``inference.yml``).
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import hashlib
 import json
 import logging
@@ -197,9 +198,11 @@ class ExportedModel:
         """Number of classes, when the class names are known."""
         return None if self.classes is None else len(self.classes)
 
-    @property
+    @functools.cached_property
     def quantized(self) -> bool:
-        """True when the program carries int8 quantization ops (``bench export --precision int8``, PaddleSlim)."""
+        """True when the program carries int8 quantization ops (``bench export --precision int8``, PaddleSlim).
+
+        Read from the model file once per instance."""
         if self.model_file.suffix != ".json":
             # A legacy protobuf program: the op names appear verbatim in the bytes too.
             text = self.model_file.read_bytes().decode("latin-1")
