@@ -27,6 +27,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -68,8 +69,10 @@ PARITY_SEED = 20240601
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-# Ops in a program that mark a quantized (int8-ready) model.
-QUANT_OP_MARKERS = ("quantize_linear", "dequantize_linear", "fake_quantize", "fake_channel_wise")
+# Op types (prefixes) that mark a quantized (int8-ready) program.
+QUANT_OP_PREFIXES = ("quantize_linear", "dequantize_linear", "fake_quantize", "fake_dequantize", "fake_channel_wise")
+# An op in a PIR program's JSON: {"#": "<dialect id>.<op name>", ...}.
+_PIR_OP = re.compile(r'"#"\s*:\s*"\d+\.([A-Za-z0-9_]+)"')
 
 
 def sha256_file(path: PathLike, chunk_size: int = 1 << 20) -> str:
@@ -177,6 +180,29 @@ def _class_map_from_yaml(path: Path) -> Optional[Path]:
     return candidate if candidate.is_file() else None
 
 
+def program_op_types(model_file: PathLike) -> frozenset[str]:
+    """The op types of an inference program: PIR ``.json`` or legacy ``.pdmodel`` (ProgramDesc).
+
+    A legacy program's bytes also name ops it does not contain (its op-version table), so
+    it is parsed rather than searched.
+
+    Raises:
+        ModelError: the file cannot be read or parsed.
+    """
+    path = Path(model_file)
+    try:
+        if path.suffix == ".json":
+            return frozenset(_PIR_OP.findall(path.read_text(encoding="utf-8")))
+        from paddle.base.proto import framework_pb2
+
+        desc = framework_pb2.ProgramDesc.FromString(path.read_bytes())
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ModelError(f"cannot read the program {path}: {exc}") from None
+    except Exception as exc:  # protobuf's DecodeError and friends
+        raise ModelError(f"{path} is not a Paddle program ({exc})") from None
+    return frozenset(op.type for block in desc.blocks for op in block.ops)
+
+
 @dataclass(frozen=True)
 class ExportedModel:
     """An inference model directory on disk, with what is needed to feed it and read its output.
@@ -200,15 +226,10 @@ class ExportedModel:
 
     @functools.cached_property
     def quantized(self) -> bool:
-        """True when the program carries int8 quantization ops (``bench export --precision int8``, PaddleSlim).
+        """True when the program has int8 quantization ops (``bench export --precision int8``, PaddleSlim).
 
         Read from the model file once per instance."""
-        if self.model_file.suffix != ".json":
-            # A legacy protobuf program: the op names appear verbatim in the bytes too.
-            text = self.model_file.read_bytes().decode("latin-1")
-        else:
-            text = self.model_file.read_text(encoding="utf-8", errors="replace")
-        return any(marker in text for marker in QUANT_OP_MARKERS)
+        return any(op.startswith(QUANT_OP_PREFIXES) for op in program_op_types(self.model_file))
 
     @property
     def is_tlbench_export(self) -> bool:

@@ -190,6 +190,30 @@ def _legacy_static_graph():
         yield paddle
 
 
+def _feed_batches(paddle: Any, batches: list[np.ndarray]) -> Any:
+    """The calibration batches as the ``data_loader`` PostTrainingQuantization reads.
+
+    The quantizer only calls ``data_loader()`` for an iterable of feed dicts and ``len()``;
+    Paddle 2.6 also insists on an ``io.DataLoader`` instance, whose own constructor wants a
+    dataset and places for no gain here, hence a subclass that skips it.
+    """
+
+    class FeedBatches(paddle.io.DataLoader):
+        def __init__(self) -> None:  # noqa: D107 - deliberately not DataLoader.__init__
+            self.batches = batches
+
+        def __call__(self):
+            return ({INPUT_NAME: batch} for batch in self.batches)
+
+        def __iter__(self):
+            return self()
+
+        def __len__(self) -> int:
+            return len(self.batches)
+
+    return FeedBatches()
+
+
 def _calibrate(model: Any, spec: PreprocessSpec, calibration: np.ndarray, staging: Path, *, algo: str, batch_size: int) -> None:
     """Export ``model`` as a legacy program and write its calibrated int8 version into ``staging``."""
     from paddle.static import InputSpec
@@ -229,7 +253,7 @@ def _calibrate(model: Any, spec: PreprocessSpec, calibration: np.ndarray, stagin
                     model_dir=str(float_dir),
                     model_filename=LEGACY_MODEL_FILE,
                     params_filename=PARAMS_FILE,
-                    data_loader=lambda: ({INPUT_NAME: batch} for batch in batches),
+                    data_loader=_feed_batches(paddle, batches),
                     batch_size=batch_size,
                     batch_nums=len(batches),
                     algo=algo,

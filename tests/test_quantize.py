@@ -203,3 +203,23 @@ def _cpu_precisions() -> set[str]:
     except Unavailable:
         return {"fp32", "int8"}
     return {"fp32", "bf16", "int8"}
+
+
+def test_a_float_legacy_program_is_not_taken_for_an_int8_one(run, tmp_path):
+    """Legacy programs name every registered op in their version table, quantize ops included."""
+    from harness.export import PARAMS_FILE, program_op_types
+    from harness.quantize import _legacy_static_graph
+
+    result, fp32, int8 = run
+    model = _load_model(result)
+    with _legacy_static_graph() as legacy_paddle:
+        legacy_paddle.jit.save(model, str(tmp_path / "inference"),
+                               input_spec=[paddle.static.InputSpec([None, 3, 32, 32], "float32", name="x")])
+    float_legacy = ExportedModel(model_dir=tmp_path, model_file=tmp_path / LEGACY_MODEL_FILE,
+                                 params_file=tmp_path / PARAMS_FILE, preprocess=fp32.preprocess)
+    assert b"fake_channel_wise" in float_legacy.model_file.read_bytes()  # the trap
+    assert "conv2d" in program_op_types(float_legacy.model_file)
+    assert not float_legacy.quantized
+    assert default_precision(float_legacy) == "fp32"
+    assert {"fake_quantize_range_abs_max", "fake_channel_wise_dequantize_max_abs"} <= program_op_types(int8.model_file)
+    assert not any("quant" in op for op in program_op_types(fp32.model_file))
