@@ -26,23 +26,21 @@ contract for the client side.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
-import io
 import json
 import logging
 import os
 import shutil
-import sys
 import tempfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
 from .errors import ConfigError, ExportError, ModelError, TlbenchError
 from .export import DEFAULT_PARITY_ATOL, DEFAULT_PARITY_RTOL, ExportedModel, compare_logits, sha256_file
+from .runtime import captured_output
 
 log = logging.getLogger(__name__)
 
@@ -122,30 +120,6 @@ def _rename_output(graph: Any, old: str, new: str) -> None:
             out.name = new
 
 
-class _Captured:
-    text: str = ""
-
-
-@contextlib.contextmanager
-def _captured_stdout() -> Iterator[_Captured]:
-    """Redirect file descriptor 1 and ``sys.stdout`` to a temporary file; the text is in
-    ``.text`` afterwards. Process-wide while active: native libraries print to fd 1 directly."""
-    captured = _Captured()
-    sys.stdout.flush()
-    saved = os.dup(1)
-    with tempfile.TemporaryFile() as sink:
-        os.dup2(sink.fileno(), 1)
-        python_out = io.StringIO()
-        try:
-            with contextlib.redirect_stdout(python_out):
-                yield captured
-        finally:
-            os.dup2(saved, 1)
-            os.close(saved)
-            sink.seek(0)
-            captured.text = sink.read().decode("utf-8", errors="replace") + python_out.getvalue()
-
-
 def _used_names(graph: Any) -> set[str]:
     """Tensor names consumed by the nodes of ``graph`` and its subgraphs, and its outputs."""
     names = {o.name for o in graph.output}
@@ -216,7 +190,7 @@ def convert_to_onnx(
     # paddle2onnx reports through print() and its C++ core through printf; keep both out of
     # the CLI's stdout (``bench deploy --json`` must print JSON only) but in the debug log,
     # and use its last error line when it fails (it logs the exception instead of raising).
-    with _captured_stdout() as captured:
+    with captured_output(1) as captured:
         try:
             onnx_bytes = paddle2onnx.export(
                 str(model.model_file),

@@ -37,6 +37,7 @@ primitive"); measured cost 0–7 % of int8 latency (ResNet18_vd at 64 px, Lite0 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -49,6 +50,7 @@ import numpy as np
 
 from .errors import BackendUnavailableError, ConfigError
 from .export import ExportedModel
+from .runtime import captured_output
 
 log = logging.getLogger(__name__)
 
@@ -340,14 +342,23 @@ class Predictor:
         # so it is only used for legacy programs.
         if model.model_file.suffix == ".pdmodel":
             config.enable_memory_optim()
+        # oneDNN's int8 passes print a report of every op kind they quantized (about 40 lines)
+        # to stderr, whatever the glog setting; it goes to the debug log instead.
+        quiet = captured_output(2) if (backend == "cpu" and precision == "int8") else contextlib.nullcontext()
+        captured = None
         try:
-            return pi.create_predictor(config)
+            with quiet as captured:
+                predictor = pi.create_predictor(config)
         except Exception as exc:
             message = str(exc).strip().splitlines()
             detail = next((line for line in message if "Error" in line or "error" in line), message[-1] if message else "")
             raise BackendUnavailableError(
                 f"Paddle Inference could not build a {backend}/{precision} predictor for {model.model_dir}: {detail}"
             ) from exc
+        finally:
+            if captured is not None and captured.text.strip():
+                log.debug("Paddle Inference while building the predictor:\n%s", captured.text.rstrip())
+        return predictor
 
     def _configure_trt(self, config: Any, model: ExportedModel, options: PredictorOptions) -> None:
         import paddle.inference as pi

@@ -1,4 +1,4 @@
-"""Process-level setup for Paddle: CPU threads, MKL dispatch and device choice.
+"""Process-level setup for Paddle: CPU threads, MKL dispatch, device choice, native output.
 
 ``prepare_environment`` must run before Paddle is first imported to have full
 effect, so it only touches environment variables and never imports Paddle.
@@ -6,10 +6,15 @@ effect, so it only touches environment variables and never imports Paddle.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
+import sys
+import tempfile
 import warnings
 from functools import lru_cache
+from typing import Iterator
 
 from .errors import ConfigError
 
@@ -92,3 +97,36 @@ def select_device(device: str) -> str:
         raise ConfigError(f"--device {device}: this machine has {count} GPU(s) (gpu:0 .. gpu:{count - 1})")
     paddle.set_device(device)
     return device
+
+
+class CapturedOutput:
+    """What a :func:`captured_output` block wrote; ``text`` is filled in when the block ends."""
+
+    text: str = ""
+
+
+@contextlib.contextmanager
+def captured_output(fd: int = 1) -> Iterator[CapturedOutput]:
+    """Send file descriptor ``fd`` (1 or 2) and the matching ``sys`` stream to a temporary file.
+
+    Native libraries (paddle2onnx's C++ core, Paddle's oneDNN passes) print to the
+    descriptors directly. Process-wide while active, so keep the block short.
+    """
+    if fd not in (1, 2):
+        raise ConfigError(f"captured_output takes fd 1 or 2, got {fd!r}")
+    stream_name = "stdout" if fd == 1 else "stderr"
+    getattr(sys, stream_name).flush()
+    captured = CapturedOutput()
+    saved = os.dup(fd)
+    redirect = contextlib.redirect_stdout if fd == 1 else contextlib.redirect_stderr
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), fd)
+        python_text = io.StringIO()
+        try:
+            with redirect(python_text):
+                yield captured
+        finally:
+            os.dup2(saved, fd)
+            os.close(saved)
+            sink.seek(0)
+            captured.text = sink.read().decode("utf-8", errors="replace") + python_text.getvalue()
