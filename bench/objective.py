@@ -99,7 +99,7 @@ class TrialObjective:
             float_dir = exported.model_dir
             # min_agreement 0: a trial that quantizes badly gets the low score it earns, not an error.
             exported = quantize_int8(result, trial_dir / "exported-int8", min_agreement=0.0,
-                                     threads=self.evaluation.threads)
+                                     threads=self.evaluation.threads, splits=splits)
             check = (exported.manifest or {}).get("parity", {})
             int8 = {"int8_agreement": check.get("agreement"), "float_exported_dir": str(float_dir)}
         t2 = time.perf_counter()

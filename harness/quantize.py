@@ -124,18 +124,22 @@ def default_int8_dir(result: TrainResult, root: PathLike = DEFAULT_EXPORT_ROOT) 
 
 
 def dataset_images(
-    result: TrainResult, split: str, count: int, *, seed: int = CALIBRATION_SEED
+    result: TrainResult, split: str, count: int, *, seed: int = CALIBRATION_SEED, splits: Any = None
 ) -> tuple[list[np.ndarray], list[int]]:
     """Up to ``count`` decoded RGB images of ``split`` of the run's dataset, with their labels.
 
     The split is loaded with the run's own settings (so a carved validation split is the
-    one training held out) and sampled with ``seed``, so every class tends to be present.
-    Unreadable images are skipped, counted and logged.
+    one training held out) unless ``splits`` (its :class:`~harness.data.DatasetSplits`)
+    is given, and sampled with ``seed``, so every class tends to be present. Unreadable
+    images are skipped, counted and logged.
     """
     from .data import read_image_rgb
-    from .train import load_splits
 
-    samples = list(load_splits(result.config).split(split))
+    if splits is None:
+        from .train import load_splits
+
+        splits = load_splits(result.config)
+    samples = list(splits.split(split))
     if not samples:
         raise ConfigError(f"split {split!r} of dataset {result.config.dataset!r} is empty; cannot take int8 images from it")
     order = np.random.default_rng(seed).permutation(len(samples))
@@ -293,6 +297,7 @@ def quantize_int8(
     threads: Optional[int] = None,
     overwrite: bool = False,
     topk: int = 5,
+    splits: Any = None,
 ) -> ExportedModel:
     """Quantize a training run to int8 for oneDNN and write it as an export directory.
 
@@ -311,6 +316,8 @@ def quantize_int8(
         threads: CPU threads of the check predictor (default: all cores).
         overwrite: replace an existing non-empty ``out_dir``.
         topk: ``PostProcess.Topk.topk`` of ``inference.yml``.
+        splits: the run's already loaded :class:`~harness.data.DatasetSplits`, to take the
+            default images from without loading the dataset again.
 
     Raises:
         ConfigError: bad arguments, or no images to calibrate or check on.
@@ -337,10 +344,10 @@ def quantize_int8(
     check_backend("cpu", "int8")
     spec = result.preprocess
     if calibration_images is None:
-        calibration_images, _ = dataset_images(result, "train", num_calibration)
+        calibration_images, _ = dataset_images(result, "train", num_calibration, splits=splits)
     calibration = _preprocess(spec, calibration_images, "calibration_images")
     if check_images is None:
-        check_images, check_labels = dataset_images(result, "val", num_check, seed=CALIBRATION_SEED + 1)
+        check_images, check_labels = dataset_images(result, "val", num_check, seed=CALIBRATION_SEED + 1, splits=splits)
     check = _preprocess(spec, check_images, "check_images")
     if check_labels is not None and len(check_labels) != len(check):
         raise ConfigError(f"check_labels has {len(check_labels)} entries for {len(check)} check images")

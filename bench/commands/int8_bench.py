@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
         if "int8" in precisions:
             models["int8"] = quantize_int8(result, work / "int8", overwrite=True, min_agreement=0.0,
                                            num_calibration=args.calibration_images, algo=args.calibration_algo,
-                                           threads=args.threads)
+                                           threads=args.threads, splits=splits)
             quant = dict(models["int8"].manifest["quantization"])
         model_for = {p: models["int8" if p == "int8" else "fp32"] for p in precisions}
 

@@ -362,7 +362,7 @@ def _finish(best, base, export_dir: Path, overwrite: bool, settings, run_dir: Pa
         if settings["eval_precision"] == "int8" and settings["eval_backend"] == "cpu":
             from harness.quantize import quantize_int8
 
-            quantize_int8(result, staging, min_agreement=0.0, threads=base.threads)
+            quantize_int8(result, staging, min_agreement=0.0, threads=base.threads, splits=full)
         else:
             export(result, staging)
         manifest_path = staging / "manifest.json"
