@@ -506,11 +506,7 @@ def export(
         raise ConfigError(f"topk must be a positive integer, got {topk!r}")
     if (parity_rtol is not None and parity_rtol < 0) or parity_atol < 0:
         raise ConfigError(f"parity tolerances must be >= 0, got rtol={parity_rtol!r} atol={parity_atol!r}")
-    out = Path(out_dir) if out_dir is not None else default_out_dir(result)
-    if out.exists() and not out.is_dir():
-        raise ExportError(f"export target {out} exists and is not a directory; pick another --out-dir")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise ExportError(f"export target {out} already exists and is not empty; pass --overwrite or pick another --out-dir")
+    out = _check_target(Path(out_dir) if out_dir is not None else default_out_dir(result), overwrite)
 
     import paddle
     from paddle.static import InputSpec
@@ -587,6 +583,15 @@ def export(
         raise
     log.info("exported %s to %s", result.config.model, out)
     return ExportedModel.load(out)
+
+
+def _check_target(out: Path, overwrite: bool) -> Path:
+    """``out`` if an export may be written there; ExportError when it holds something else."""
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"export target {out} exists and is not a directory; pick another --out-dir")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise ExportError(f"export target {out} already exists and is not empty; pass --overwrite or pick another --out-dir")
+    return out
 
 
 def _write_side_files(staging: Path, result: TrainResult, topk: int) -> None:

@@ -60,6 +60,7 @@ from .export import (
     MODEL_PREFIX,
     PARAMS_FILE,
     ExportedModel,
+    _check_target,
     _load_model,
     _manifest,
     _publish,
@@ -333,11 +334,7 @@ def quantize_int8(
             raise ConfigError(f"{name} must be a positive integer, got {value!r}")
     if not 0.0 <= min_agreement <= 1.0:
         raise ConfigError(f"min_agreement must be in [0, 1], got {min_agreement!r}")
-    out = Path(out_dir) if out_dir is not None else default_int8_dir(result)
-    if out.exists() and not out.is_dir():
-        raise ExportError(f"export target {out} exists and is not a directory; pick another --out-dir")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise ExportError(f"export target {out} already exists and is not empty; pass --overwrite or pick another --out-dir")
+    out = _check_target(Path(out_dir) if out_dir is not None else default_int8_dir(result), overwrite)
 
     from .predictor import Predictor, PredictorOptions, check_backend
 
