@@ -268,8 +268,6 @@ def _calibrate(model: Any, spec: PreprocessSpec, calibration: np.ndarray, stagin
                 )
                 ptq.quantize()
                 ptq.save_quantized_model(str(staging), model_filename=LEGACY_MODEL_FILE, params_filename=PARAMS_FILE)
-        except ExportError:
-            raise
         except Exception as exc:
             tail = noise.getvalue().strip().splitlines()[-3:]
             raise ExportError(f"int8 calibration ({algo}) failed: {exc}" + (f" [{' | '.join(tail)}]" if tail else "")) from exc
@@ -279,8 +277,13 @@ def _calibrate(model: Any, spec: PreprocessSpec, calibration: np.ndarray, stagin
                 logger.setLevel(level)
     shutil.rmtree(float_dir, ignore_errors=True)
     for extra in staging.iterdir():
-        if extra.name not in (LEGACY_MODEL_FILE, PARAMS_FILE):
-            extra.unlink() if extra.is_file() else shutil.rmtree(extra, ignore_errors=True)
+        # The quantizer may leave side files (e.g. .pdiparams.info) that inference does not need.
+        if extra.name in (LEGACY_MODEL_FILE, PARAMS_FILE):
+            continue
+        if extra.is_dir():
+            shutil.rmtree(extra, ignore_errors=True)
+        else:
+            extra.unlink()
 
 
 def quantize_int8(
