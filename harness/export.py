@@ -30,7 +30,7 @@ import os
 import re
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
@@ -338,19 +338,8 @@ class ParityReport:
     near_ties: int
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON form for the manifest."""
-        return {
-            "backend": self.backend,
-            "input_kind": self.input_kind,
-            "num_inputs": self.num_inputs,
-            "max_abs_diff": self.max_abs_diff,
-            "max_abs_logit": self.max_abs_logit,
-            "tolerance": self.tolerance,
-            "rtol": self.rtol,
-            "atol": self.atol,
-            "argmax_agree": self.argmax_agree,
-            "near_ties": self.near_ties,
-        }
+        """Plain-JSON form for the manifest (one key per field)."""
+        return asdict(self)
 
 
 def compare_logits(

@@ -97,7 +97,9 @@ def run(args: argparse.Namespace) -> int:
 
     with tempfile.TemporaryDirectory(prefix="int8-bench-") as tmp:
         work = Path(args.work_dir) if args.work_dir else Path(tmp)
-        models = {"fp32": export(result, work / "fp32", overwrite=True)}
+        models: dict[str, Any] = {}
+        if "fp32" in precisions or "bf16" in precisions:  # bf16 runs the float32 export
+            models["fp32"] = export(result, work / "fp32", overwrite=True)
         quant: dict[str, Any] = {}
         if "int8" in precisions:
             models["int8"] = quantize_int8(result, work / "int8", overwrite=True, min_agreement=0.0,
