@@ -13,7 +13,7 @@ import logging
 import sys
 from typing import Optional, Sequence
 
-from harness.errors import TlbenchError
+from common.errors import TlbenchError
 
 # Subcommand modules, in the order ``bench --help`` lists them.
 COMMAND_MODULES = [

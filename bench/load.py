@@ -10,7 +10,7 @@ HTTP status code (``"connect"`` / ``"timeout"`` / ``"read"`` for transport failu
 
 The URL is checked before anything is measured: it must be ``http://`` or ``https://``, and
 the server must answer (any status) a ``GET /health``; an unreachable target is a
-:class:`~harness.errors.ConfigError`, not a report full of connection errors. A worker that
+:class:`~common.errors.ConfigError`, not a report full of connection errors. A worker that
 hits a transport failure (warm-up included) backs off exponentially before its next
 request, so a dying server is not hammered in a tight loop.
 """
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from harness.errors import ConfigError
+from common.errors import ConfigError
 from harness.metrics import latency_summary
 
 log = logging.getLogger(__name__)

@@ -25,7 +25,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from harness.errors import TlbenchError
+from common.errors import TlbenchError
 from search.journal import JOURNAL_NAME, SearchMeta, load_meta, load_trials
 from search.space import to_python
 from search.trial import Trial, TrialState

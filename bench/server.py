@@ -47,7 +47,7 @@ from typing import Any, AsyncIterator, Callable, Optional, Sequence
 
 import numpy as np
 
-from harness.errors import ConfigError
+from common.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ def decode_upload(data: bytes, *, max_pixels: int) -> np.ndarray:
         ApiError: 415 (not JPEG/PNG), 413 (more than ``max_pixels`` declared), 422 (undecodable).
     """
     from harness.data import decode_image_rgb
-    from harness.errors import ImageDecodeError
+    from common.errors import ImageDecodeError
 
     if not data:
         raise ApiError(422, "empty body: send the image bytes, or a multipart form with a file field")

@@ -50,7 +50,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from harness.errors import ConfigError, DatasetError, TlbenchError
+from common.errors import ConfigError, DatasetError, TlbenchError
 from harness.metrics import latency_summary
 
 log = logging.getLogger(__name__)

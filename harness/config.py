@@ -11,8 +11,8 @@ from typing import Any, Optional
 
 import yaml
 
-from .errors import ConfigError
-from .yaml_io import safe_load
+from common.errors import ConfigError
+from common.yaml_io import safe_load
 from .preprocess_spec import IMAGENET_MEAN, IMAGENET_STD, PreprocessSpec, default_resize_short
 
 DEVICES = ("auto", "cpu", "gpu")
@@ -22,7 +22,7 @@ SCHEDULES = ("cosine", "step")
 
 def _model_normalization(model: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Mean and std the model's pretrained weights expect (ImageNet's for unknown names)."""
-    from .errors import ModelError
+    from common.errors import ModelError
     from .models.registry import get_entry
 
     try:

@@ -23,7 +23,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from .errors import ConfigError, DatasetError, ImageDecodeError
+from common.errors import ConfigError, DatasetError, ImageDecodeError
 from .metrics import classification_metrics, confusion_matrix, latency_summary
 from .preprocess_spec import PreprocessSpec
 

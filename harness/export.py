@@ -38,7 +38,7 @@ import numpy as np
 import yaml
 
 from .config import TrainConfig
-from .errors import ConfigError, ExportError, IntegrityError, ModelError, TlbenchError
+from common.errors import ConfigError, ExportError, IntegrityError, ModelError, TlbenchError
 from .preprocess_spec import PreprocessSpec
 from .results import TrainResult
 

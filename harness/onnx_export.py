@@ -8,7 +8,7 @@ directory) into a model that runs without Paddle:
   renamed ``logits``;
 - onnxruntime runs the ONNX model on real images next to Paddle Inference (same
   preprocessing, same batch): the top-1 class must agree on every image and the logits
-  within ``atol + rtol * max|logit|``, otherwise :class:`~harness.errors.ExportError`;
+  within ``atol + rtol * max|logit|``, otherwise :class:`~common.errors.ExportError`;
 - a Triton Inference Server model repository entry is written::
 
       <repo>/<name>/config.pbtxt        platform onnxruntime_onnx, dynamic batching
@@ -38,7 +38,7 @@ from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
-from .errors import ConfigError, ExportError, ModelError, TlbenchError
+from common.errors import ConfigError, ExportError, ModelError, TlbenchError
 from .export import DEFAULT_PARITY_ATOL, DEFAULT_PARITY_RTOL, ExportedModel, compare_logits, sha256_file
 from .runtime import captured_output
 

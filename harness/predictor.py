@@ -14,7 +14,7 @@ trt        TensorRT subgraphs on CUDA           fp32, fp16, int8
 
 :func:`check_backend` says, before any model is loaded, whether the installed Paddle and
 this machine can run a (backend, precision) pair, and raises
-:class:`~harness.errors.BackendUnavailableError` with one line naming what is missing and
+:class:`~common.errors.BackendUnavailableError` with one line naming what is missing and
 what to install.
 
 Inputs go through the predictor's input handle (``reshape`` + ``copy_from_cpu``, one
@@ -28,7 +28,7 @@ to the engine cache). oneDNN (``cpu``) runs int8 only on a program that carries 
 quantization scales: Paddle 3.x inference has no CPU calibrator (Paddle 2.x's
 ``enable_mkldnn_quantizer`` is gone). :func:`harness.quantize.quantize_int8`
 (``bench export --precision int8``) makes such an export from a training run; a float32
-export asked for ``cpu``/``int8`` fails with :class:`~harness.errors.BackendUnavailableError`
+export asked for ``cpu``/``int8`` fails with :class:`~common.errors.BackendUnavailableError`
 that says so. The int8 passes quantize the ops in :data:`ONEDNN_INT8_OPS`: ``pool2d`` is
 left in float32 because oneDNN's int8 pooling primitive fails to build on small feature maps
 (ResNet_tiny at 32 px: "could not create a descriptor for a pooling forward propagation
@@ -48,7 +48,7 @@ from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
-from .errors import BackendUnavailableError, ConfigError
+from common.errors import BackendUnavailableError, ConfigError
 from .export import ExportedModel
 from .runtime import captured_output
 

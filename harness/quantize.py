@@ -17,7 +17,7 @@ static-graph route works, so :func:`quantize_int8`
    --precision int8`` (``Config.enable_mkldnn_int8``: oneDNN int8 kernels with VNNI/AMX);
 4. checks it: the int8 predictor against the float32 dygraph model on held-out images
    (validation split by default). Agreement of the top-1 class below ``min_agreement`` is
-   an :class:`~harness.errors.ExportError` and nothing is left at ``out_dir``; the
+   an :class:`~common.errors.ExportError` and nothing is left at ``out_dir``; the
    agreement, the largest logit difference and, with labels, both top-1 accuracies go into
    the manifest.
 
@@ -52,7 +52,7 @@ from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
-from .errors import ConfigError, ExportError, ImageDecodeError
+from common.errors import ConfigError, ExportError, ImageDecodeError
 from .export import (
     DEFAULT_EXPORT_ROOT,
     INPUT_NAME,

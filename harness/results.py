@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import TrainConfig
-from .errors import TlbenchError
+from common.errors import TlbenchError
 from .preprocess_spec import PreprocessSpec
 
 CHECKPOINT_NAME = "model.pdparams"

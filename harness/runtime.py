@@ -16,7 +16,7 @@ import warnings
 from functools import lru_cache
 from typing import Iterator
 
-from .errors import ConfigError
+from common.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

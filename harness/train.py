@@ -29,7 +29,7 @@ import paddle.nn.functional as F  # noqa: E402
 from . import runtime  # noqa: E402
 from .config import TrainConfig  # noqa: E402
 from .data import DataLoader, DatasetSplits, EvalTransform, TrainTransform, load_dataset, mixup_batch  # noqa: E402
-from .errors import ConfigError, DivergenceError, TlbenchError  # noqa: E402
+from common.errors import ConfigError, DivergenceError, TlbenchError  # noqa: E402
 from .metrics import classification_metrics  # noqa: E402
 from .models import create_model, freeze_stages  # noqa: E402
 from .results import CHECKPOINT_NAME, CONFIG_NAME, METRICS_NAME, TrainResult  # noqa: E402

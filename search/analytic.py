@@ -13,7 +13,7 @@ import time
 from collections.abc import Mapping
 from typing import Any, Optional
 
-from harness.errors import TlbenchError
+from common.errors import TlbenchError
 
 from .space import point_key
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from harness.errors import TlbenchError
+from common.errors import TlbenchError
 
 from .space import Space, to_python
 from .strategies import Strategy, make_strategy

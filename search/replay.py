@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from harness.errors import ConfigError, TlbenchError
+from common.errors import ConfigError, TlbenchError
 
 from .journal import JOURNAL_NAME, META_NAME, SearchMeta, load_meta, load_trials
 from .space import Space, point_key
@@ -29,7 +29,7 @@ class ReplayObjective:
 
     ``journal_path`` is a run directory or a ``journal.jsonl``. A point the journal holds as
     COMPLETE returns its value, metrics and timings; a FAILED one raises again (the replayed
-    search sees the same failure); a missing one raises :class:`~harness.errors.TlbenchError`.
+    search sees the same failure); a missing one raises :class:`~common.errors.TlbenchError`.
     Picklable, so it also works with ``run_search(workers>1)``.
     """
 

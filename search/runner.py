@@ -31,7 +31,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from harness.errors import ConfigError, TlbenchError
+from common.errors import ConfigError, TlbenchError
 
 from .journal import Journal
 from .space import to_python

@@ -30,8 +30,8 @@ from typing import Any, Union
 import numpy as np
 import yaml
 
-from harness.errors import ConfigError
-from harness.yaml_io import safe_load
+from common.errors import ConfigError
+from common.yaml_io import safe_load
 
 #: Largest grid that :meth:`Space.grid` (and strategies that enumerate the space) will build.
 MAX_GRID_POINTS = 1_000_000

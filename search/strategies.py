@@ -31,7 +31,7 @@ from typing import Any, ClassVar, Optional
 
 import numpy as np
 
-from harness.errors import ConfigError
+from common.errors import ConfigError
 
 from .space import Space, point_key, to_python
 from .trial import Trial, TrialState

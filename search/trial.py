@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from harness.errors import TlbenchError
+from common.errors import TlbenchError
 
 from .space import to_python
 

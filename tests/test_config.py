@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from harness.config import TrainConfig
-from harness.errors import ConfigError
-from harness.yaml_io import safe_load
+from common.errors import ConfigError
+from common.yaml_io import safe_load
 
 
 def test_yaml_exponent_numbers_are_floats():

@@ -15,7 +15,7 @@ import pytest
 
 from harness.data import download_file, extract_archive, load_dataset
 from harness.data import download as download_mod
-from harness.errors import DatasetError, DownloadError
+from common.errors import DatasetError, DownloadError
 
 PAYLOAD = bytes(range(256)) * 5000  # 1.28 MB: several read chunks
 

@@ -16,7 +16,7 @@ from harness.data import (
     DataLoader, DataReport, EvalTransform, Sample, TrainTransform, load_dataset, mixup_batch, read_image_rgb,
 )
 from harness.data.transforms import random_resized_crop_box
-from harness.errors import ConfigError, ImageDecodeError
+from common.errors import ConfigError, ImageDecodeError
 from harness.preprocess_spec import PreprocessSpec
 
 # --- read_image_rgb -------------------------------------------------------------------------

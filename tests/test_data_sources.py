@@ -12,7 +12,7 @@ import scipy.io
 
 from harness.data import DatasetSplits, Sample, dataset_names, load_dataset
 from harness.data.splits import stratified_split
-from harness.errors import ConfigError, DatasetError
+from common.errors import ConfigError, DatasetError
 
 
 def _all_paths(ds: DatasetSplits) -> list[str]:

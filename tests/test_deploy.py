@@ -17,7 +17,7 @@ model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2")
 from google.protobuf import text_format  # noqa: E402
 
 from harness.data import read_image_rgb  # noqa: E402
-from harness.errors import ConfigError, ExportError  # noqa: E402
+from common.errors import ConfigError, ExportError  # noqa: E402
 from harness.export import ExportedModel, export  # noqa: E402
 from harness.onnx_export import (  # noqa: E402
     DEPLOY_REPORT_FILE,

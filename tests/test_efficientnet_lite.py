@@ -10,7 +10,7 @@ import numpy as np
 import paddle
 import pytest
 
-from harness.errors import ModelError
+from common.errors import ModelError
 from harness.models import get_entry
 from harness.models.efficientnet_lite import (
     EfficientNetLite,

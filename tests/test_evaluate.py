@@ -12,7 +12,7 @@ paddle = pytest.importorskip("paddle")
 
 from bench.cli import main  # noqa: E402
 from harness.data import EvalTransform, Sample, read_image_rgb  # noqa: E402
-from harness.errors import ConfigError  # noqa: E402
+from common.errors import ConfigError  # noqa: E402
 from harness.evaluate import evaluate  # noqa: E402
 from harness.export import export  # noqa: E402
 from harness.metrics import classification_metrics  # noqa: E402

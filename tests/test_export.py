@@ -13,7 +13,7 @@ import yaml
 paddle = pytest.importorskip("paddle")
 
 from harness.config import TrainConfig  # noqa: E402
-from harness.errors import ConfigError, ExportError, IntegrityError  # noqa: E402
+from common.errors import ConfigError, ExportError, IntegrityError  # noqa: E402
 from harness.export import (  # noqa: E402
     CONFIG_FILE,
     LABEL_FILE,

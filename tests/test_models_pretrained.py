@@ -13,7 +13,7 @@ import numpy as np
 import paddle
 import pytest
 
-from harness.errors import DownloadError, IntegrityError, ModelError
+from common.errors import DownloadError, IntegrityError, ModelError
 from harness.models import LoadReport, create_model, download_to_cache, freeze_stages, get_entry
 from harness.models import pretrained as pretrained_mod
 from harness.models.pretrained import resolve_weights

@@ -8,7 +8,7 @@ import numpy as np
 import paddle
 import pytest
 
-from harness.errors import ModelError
+from common.errors import ModelError
 from harness.models import create_model, list_models
 from harness.models.resnet_vd import build_resnet_vd, is_paddleclas_v20_state_dict, map_paddleclas_v20_names
 

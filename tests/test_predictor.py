@@ -13,7 +13,7 @@ paddle = pytest.importorskip("paddle")
 
 from harness import predictor as predictor_mod  # noqa: E402
 from harness.data import EvalTransform  # noqa: E402
-from harness.errors import BackendUnavailableError, ConfigError, ModelError  # noqa: E402
+from common.errors import BackendUnavailableError, ConfigError, ModelError  # noqa: E402
 from harness.export import CONFIG_FILE, LABEL_FILE, MANIFEST_FILE, ExportedModel, export  # noqa: E402
 from harness.predictor import Predictor, PredictorOptions, check_backend  # noqa: E402
 from test_export import CLASSES, IMAGE_SIZE, dygraph_model, make_run_dir  # noqa: E402

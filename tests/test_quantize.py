@@ -12,7 +12,7 @@ import yaml
 paddle = pytest.importorskip("paddle")
 
 from bench.cli import main  # noqa: E402
-from harness.errors import BackendUnavailableError, ConfigError, ExportError  # noqa: E402
+from common.errors import BackendUnavailableError, ConfigError, ExportError  # noqa: E402
 from harness.export import CONFIG_FILE, LEGACY_MODEL_FILE, MANIFEST_FILE, ExportedModel, _load_model, export  # noqa: E402
 from harness.predictor import Predictor, PredictorOptions, default_precision  # noqa: E402
 from harness.quantize import CALIBRATION_SEED, DEFAULT_ALGO, dataset_images, quantize_int8  # noqa: E402
@@ -195,7 +195,7 @@ def test_int8_bench_compares_the_precisions_side_by_side(run, tmp_path, capsys):
 
 
 def _cpu_precisions() -> set[str]:
-    from harness.errors import BackendUnavailableError as Unavailable
+    from common.errors import BackendUnavailableError as Unavailable
     from harness.predictor import check_backend
 
     try:

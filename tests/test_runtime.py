@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from harness.errors import ConfigError
+from common.errors import ConfigError
 from harness.runtime import captured_output
 
 

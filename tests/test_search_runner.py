@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from bench.cli import main
-from harness.errors import ConfigError, TlbenchError
+from common.errors import ConfigError, TlbenchError
 from search.analytic import ANALYTIC_OPTIMUM, AnalyticObjective, analytic_value
 from search.journal import JOURNAL_NAME, Journal, SearchMeta, read_records
 from search.replay import ReplayObjective, StrategyConfig, compare_strategies, parse_strategy_configs

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from harness.config import TrainConfig
-from harness.errors import ConfigError
+from common.errors import ConfigError
 from search.space import (
     Boolean,
     Categorical,

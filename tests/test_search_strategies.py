@@ -9,7 +9,7 @@ import math
 import pytest
 
 from harness.config import TrainConfig
-from harness.errors import ConfigError
+from common.errors import ConfigError
 from search.analytic import ANALYTIC_OPTIMUM, analytic_value
 from search.space import Boolean, Categorical, Integer, Real, Space, default_space, point_key
 from search.strategies import FIXED_PARAMS, STRATEGIES, BayesStrategy, bit_rule, make_strategy

@@ -22,7 +22,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
 from bench.server import ApiError, batch_buckets, bind_socket, image_header_size  # noqa: E402
-from harness.errors import ConfigError  # noqa: E402
+from common.errors import ConfigError  # noqa: E402
 from harness.data import read_image_rgb  # noqa: E402
 from harness.export import ExportedModel, export  # noqa: E402
 from harness.predictor import Predictor, PredictorOptions  # noqa: E402

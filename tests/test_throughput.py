@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from bench import throughput as tp
-from harness.errors import ConfigError, DatasetError
+from common.errors import ConfigError, DatasetError
 from harness.metrics import latency_summary
 
 # -- percentile maths (no Paddle) ----------------------------------------------------------------

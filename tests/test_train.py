@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from harness.config import TrainConfig
-from harness.errors import ConfigError, DivergenceError
+from common.errors import ConfigError, DivergenceError
 from harness.results import TrainResult
 
 train = pytest.importorskip("harness.train")
@@ -106,7 +106,7 @@ def test_flowers12_short_fine_tune_beats_chance(tmp_path):
 
 
 def test_unknown_model_leaves_no_run_directory(tmp_path):
-    from harness.errors import ModelError
+    from common.errors import ModelError
 
     with pytest.raises(ModelError, match="unknown model 'Nope'"):
         train.fine_tune(tiny_config(tmp_path, model="Nope"))

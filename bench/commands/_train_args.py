@@ -79,7 +79,7 @@ def add_train_arguments(parser: argparse.ArgumentParser, *, search: bool = False
 
 def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
     """Resolve defaults, dataset preset, ``--config`` YAML and flags into one validated TrainConfig."""
-    from harness.yaml_io import safe_load
+    from common.yaml_io import safe_load
 
     config_path = getattr(args, "config", None)
     yaml_keys: set[str] = set()

@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Deploy and print where the files went and how the parity check came out."""
-    from harness.errors import ConfigError
+    from common.errors import ConfigError
     from harness.onnx_export import deploy_onnx
 
     preferred = None

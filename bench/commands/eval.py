@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from harness.errors import ConfigError
+from common.errors import ConfigError
 
 NAME = "eval"
 HELP = "evaluate an exported model on a dataset split with Paddle Inference; writes eval.json"
@@ -55,7 +55,7 @@ def calibration_images(args: argparse.Namespace, splits, count: int = 16) -> lis
     if args.precision != "int8" or args.backend != "trt":
         return []
     from harness.data import read_image_rgb
-    from harness.errors import ImageDecodeError
+    from common.errors import ImageDecodeError
 
     images = []
     for sample in splits.train:

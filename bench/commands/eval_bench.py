@@ -25,7 +25,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from harness.errors import ConfigError
+from common.errors import ConfigError
 
 from .eval import add_predictor_arguments, predictor_options
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from harness.errors import ConfigError
+from common.errors import ConfigError
 from harness.quantize import ALGOS
 
 NAME = "export"

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.errors import ConfigError
+from common.errors import ConfigError
 
 from .throughput import _int_list
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from harness.errors import ConfigError
+from common.errors import ConfigError
 
 NAME = "loader-bench"
 HELP = "measure data-loader img/s against the training step rate (is loading the bottleneck?)"

@@ -33,7 +33,7 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 def run(args: argparse.Namespace) -> int:
     """Predict every image; unreadable images are reported and make the exit status 1."""
     from harness.data import read_image_rgb
-    from harness.errors import ConfigError, ImageDecodeError
+    from common.errors import ConfigError, ImageDecodeError
     from harness.predictor import Predictor
 
     if args.topk < 1:

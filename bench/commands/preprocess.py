@@ -29,7 +29,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from harness.errors import ConfigError, DatasetError
+from common.errors import ConfigError, DatasetError
 
 NAME = "preprocess"
 HELP = "benchmark the fused preprocessing kernel against the reference op chain (and JPEG decode)"

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from harness.errors import ConfigError
+from common.errors import ConfigError
 
 NAME = "replay"
 HELP = "trials each strategy needs to come within X points of a finished grid search's best (replayed)"

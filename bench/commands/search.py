@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from harness.errors import ConfigError
+from common.errors import ConfigError
 
 from ._train_args import add_train_arguments, train_config_from_args
 
@@ -336,7 +336,7 @@ def _finish(best, base, export_dir: Path, overwrite: bool, settings, run_dir: Pa
     """
     import dataclasses
 
-    from harness.errors import TlbenchError
+    from common.errors import TlbenchError
     from harness.export import ExportedModel, export
 
     from bench.objective import EvalSettings, cached_splits, score_exported

@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from bench.server import ServerSettings, bind_socket, build_predictor, create_app, serve
-    from harness.errors import ConfigError
+    from common.errors import ConfigError
 
     from bench.commands.eval import resolve_precision
 

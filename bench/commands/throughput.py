@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from harness.errors import ConfigError
+from common.errors import ConfigError
 
 NAME = "throughput"
 HELP = ("throughput and latency (mean, p50-p99, max) of an exported model over batch sizes and concurrency, "

@@ -43,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _validate(args: argparse.Namespace) -> None:
-    from harness.errors import ConfigError
+    from common.errors import ConfigError
 
     for name in ("image_size", "batch_size", "num_classes", "steps", "repeats"):
         if getattr(args, name) < 1:

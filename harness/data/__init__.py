@@ -6,7 +6,7 @@ folders, PaddleClas list files, official benchmark formats) into :class:`Dataset
 :class:`EvalTransform`. Nothing here imports Paddle.
 """
 
-from ..errors import DatasetError, DownloadError, ImageDecodeError
+from common.errors import DatasetError, DownloadError, ImageDecodeError
 from .catalog import dataset_names, default_data_root, load_dataset
 from .demo import DEMO_CLASSES, cache_dir, ensure_demo
 from .download import DATASET_RESOURCES, download_file, extract_archive

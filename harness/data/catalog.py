@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Optional
 
-from ..errors import ConfigError, DatasetError, DownloadError
+from common.errors import ConfigError, DatasetError, DownloadError
 from .demo import cache_dir, ensure_demo
 from .download import DATASET_RESOURCES, ensure_resources
 from .official import OFFICIAL, read_official, resolve_root

@@ -21,7 +21,7 @@ from typing import Optional
 import cv2
 import numpy as np
 
-from ..errors import DatasetError
+from common.errors import DatasetError
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Optional
 
-from ..errors import DownloadError
+from common.errors import DownloadError
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ import os
 import cv2
 import numpy as np
 
-from ..errors import ImageDecodeError
+from common.errors import ImageDecodeError
 
 _JPEG_SOI = b"\xff\xd8"
 _JPEG_SOS = b"\xff\xda"

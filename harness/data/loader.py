@@ -16,7 +16,7 @@ from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
-from ..errors import ConfigError, ImageDecodeError
+from common.errors import ConfigError, ImageDecodeError
 from .image_io import read_image_rgb
 from .types import DataReport, Sample
 

@@ -15,7 +15,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from ..errors import DatasetError
+from common.errors import DatasetError
 from .sources import IMAGE_EXTENSIONS
 from .splits import fixed_count_split
 from .types import Sample

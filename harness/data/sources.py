@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Optional, Sequence
 
-from ..errors import DatasetError
+from common.errors import DatasetError
 from .splits import check_files, stratified_split
 from .types import DataReport, DatasetSplits, Sample
 

@@ -9,7 +9,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from ..errors import ConfigError, DatasetError
+from common.errors import ConfigError, DatasetError
 from .types import DataReport, Sample
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ import numpy as np
 
 import kernels
 
-from ..errors import ConfigError
+from common.errors import ConfigError
 from ..preprocess_spec import PreprocessSpec
 
 

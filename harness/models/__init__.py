@@ -12,7 +12,7 @@ import numbers
 import os
 from typing import Any
 
-from ..errors import ModelError
+from common.errors import ModelError
 from .pretrained import LoadReport, download_to_cache, load_pretrained, read_weights_file, resolve_weights
 from .registry import PretrainedConfig, get_entry, list_models, register_model
 

@@ -31,7 +31,7 @@ from paddle import nn
 
 from kernels import paddle_ops
 
-from ..errors import IntegrityError, ModelError
+from common.errors import IntegrityError, ModelError
 from .freezing import StageFreezing
 from .pretrained import LoadReport, load_pretrained, read_weights_file, resolve_weights, sha256_of
 from .registry import PretrainedConfig, register_model

@@ -23,7 +23,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from ..errors import DownloadError, IntegrityError, ModelError
+from common.errors import DownloadError, IntegrityError, ModelError
 from .registry import PretrainedConfig
 
 logger = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from ..errors import ModelError
+from common.errors import ModelError
 from ..preprocess_spec import IMAGENET_MEAN, IMAGENET_STD
 
 

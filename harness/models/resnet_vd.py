@@ -34,7 +34,7 @@ from typing import Any, Iterable, Sequence
 import paddle
 from paddle import nn
 
-from ..errors import ModelError
+from common.errors import ModelError
 from .freezing import StageFreezing
 from .registry import PretrainedConfig, register_model
 

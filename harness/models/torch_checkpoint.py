@@ -37,7 +37,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from ..errors import ModelError
+from common.errors import ModelError
 
 logger = logging.getLogger(__name__)
 
