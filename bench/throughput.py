@@ -537,10 +537,10 @@ def add_ratios(points: list[dict[str, Any]]) -> None:
 def prediction_agreement(predictor: Any, jpegs: Sequence[bytes], *, batch: int = 8) -> dict[str, Any]:
     """Top-1 of our pipeline vs the baseline pipeline on the same JPEGs, through the same predictor.
 
-    Rows whose top-2 logit margin is within numerical noise (``harness.export.compare_logits``'s
+    Rows whose top-2 logit margin is within numerical noise (``harness.parity.compare_logits``'s
     tolerance) are counted as ``near_ties``: either side may break them.
     """
-    from harness.export import compare_logits
+    from harness.parity import compare_logits
     from kernels.decode import decode_jpeg
 
     if not jpegs:
@@ -696,7 +696,7 @@ def run_throughput(cfg: ThroughputConfig, *, progress: Optional[Callable[[str], 
         ModelError, IntegrityError: the model directory is not a usable export.
         DatasetError: no JPEGs to feed.
     """
-    from harness.export import ExportedModel
+    from harness.artifact import ExportedModel
     from harness.predictor import check_backend
     from harness.runtime import cpu_count
 

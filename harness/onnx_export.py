@@ -39,7 +39,8 @@ from typing import Any, Optional, Sequence, Union
 import numpy as np
 
 from common.errors import ConfigError, ExportError, ModelError, TlbenchError
-from .export import DEFAULT_PARITY_ATOL, DEFAULT_PARITY_RTOL, ExportedModel, compare_logits, sha256_file
+from .artifact import ExportedModel, TargetExistsError, open_permissions, sha256_file, swap_into_place
+from .parity import DEFAULT_PARITY_ATOL, DEFAULT_PARITY_RTOL, ParityReport, compare_logits
 from .runtime import captured_output
 
 log = logging.getLogger(__name__)
@@ -97,7 +98,7 @@ def _require(module: str, hint: str):
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        raise ExportError(f"`bench deploy` needs the Python package {module.split('.')[0]!r} ({exc}); {hint}") from None
+        raise ExportError(f"ONNX deployment needs the Python package {module.split('.')[0]!r} ({exc}); {hint}") from None
 
 
 def _tensor_shape(value_info: Any) -> tuple[Optional[int], ...]:
@@ -173,7 +174,7 @@ def convert_to_onnx(
             classifier.
     """
     if isinstance(opset, bool) or not isinstance(opset, int) or opset < MIN_OPSET:
-        raise ConfigError(f"--opset must be an integer >= {MIN_OPSET}, got {opset!r}")
+        raise ConfigError(f"opset must be an integer >= {MIN_OPSET}, got {opset!r}")
     if not output_name:
         raise ConfigError("output_name must be a non-empty string")
     if not isinstance(model, ExportedModel):
@@ -182,7 +183,7 @@ def convert_to_onnx(
         # paddle2onnx aborts the whole process (SIGABRT) on fake-quantize ops.
         raise ExportError(
             f"{model.model_dir} is an int8 export (fake-quantize ops), which paddle2onnx cannot convert; "
-            "deploy the run's float32 export (bench export --run RUN_DIR) instead"
+            "deploy the run's float32 export instead"
         )
     paddle2onnx = _require("paddle2onnx", ONNX_INSTALL_HINT)
     onnx = _require("onnx", ONNX_INSTALL_HINT)
@@ -290,42 +291,6 @@ class OnnxRunner:
 
 
 # -- parity ------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class OnnxParityReport:
-    """onnxruntime vs Paddle Inference on the same preprocessed images."""
-
-    paddle_backend: str
-    input_kind: str
-    num_inputs: int
-    max_abs_diff: float
-    max_abs_logit: float
-    tolerance: float
-    rtol: float
-    atol: float
-    top1_agree: int
-    near_ties: int
-    top1_mismatches: tuple[int, ...] = ()
-    source: str = ""
-    images: tuple[str, ...] = ()
-
-    @property
-    def passed(self) -> bool:
-        """True when the logits are within tolerance and top-1 agrees on every input.
-
-        An input whose Paddle top-2 margin is itself within the tolerance is a tie that
-        either runtime may break; it is counted in ``near_ties``, not as a mismatch.
-        """
-        return self.max_abs_diff <= self.tolerance and not self.top1_mismatches
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON form (image paths are left out; their count is ``num_inputs``)."""
-        d = asdict(self)
-        d.pop("images")
-        d["top1_mismatches"] = list(self.top1_mismatches)
-        d["passed"] = self.passed
-        return d
-
-
 def find_images(source: Union[PathLike, Sequence[PathLike]], limit: int = DEFAULT_PARITY_IMAGES) -> list[Path]:
     """Up to ``limit`` image files from a directory (searched recursively) or a list of paths.
 
@@ -340,10 +305,10 @@ def find_images(source: Union[PathLike, Sequence[PathLike]], limit: int = DEFAUL
     if isinstance(source, (str, os.PathLike)):
         root = Path(source)
         if not root.is_dir():
-            raise ConfigError(f"--images {root} is not a directory")
+            raise ConfigError(f"images directory {root} is not a directory")
         paths = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
         if not paths:
-            raise ConfigError(f"--images {root} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+            raise ConfigError(f"images directory {root} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
         if len(paths) > limit:
             step = len(paths) / limit
             paths = [paths[int(i * step)] for i in range(limit)]
@@ -389,7 +354,7 @@ def check_onnx_parity(
     atol: float = DEFAULT_PARITY_ATOL,
     batch_size: int = 8,
     limit: int = DEFAULT_PARITY_IMAGES,
-) -> OnnxParityReport:
+) -> ParityReport:
     """Run ``onnx_file`` with onnxruntime and ``model`` with Paddle Inference on the same images.
 
     ``images``: a directory, a list of image files, or None for the test split of the
@@ -418,7 +383,7 @@ def check_onnx_parity(
         batch = predictor.preprocess([read_image_rgb(p) for p in paths])
         kind = "images"
     else:
-        log.warning("no images for the ONNX parity check of %s: comparing on random inputs (pass --images DIR)",
+        log.warning("no images for the ONNX parity check of %s: comparing on random inputs (pass images)",
                     model.model_dir)
         size = model.preprocess.crop_size
         batch = np.random.default_rng(0).standard_normal((8, 3, size, size)).astype(np.float32)
@@ -428,8 +393,8 @@ def check_onnx_parity(
     runner = OnnxRunner(onnx_file)
     candidate = np.concatenate([runner.run(batch[i : i + batch_size]) for i in range(0, len(batch), batch_size)])
     diff, tolerance, agree, ties, bad = compare_logits(reference, candidate, rtol=rtol, atol=atol)
-    report = OnnxParityReport(
-        paddle_backend=paddle_backend,
+    report = ParityReport(
+        backend=paddle_backend,
         input_kind=kind,
         num_inputs=int(len(batch)),
         max_abs_diff=diff,
@@ -437,9 +402,9 @@ def check_onnx_parity(
         tolerance=tolerance,
         rtol=float(rtol),
         atol=float(atol),
-        top1_agree=agree,
+        argmax_agree=agree,
         near_ties=ties,
-        top1_mismatches=tuple(bad),
+        argmax_mismatches=tuple(bad),
         source=source,
         images=tuple(str(p) for p in paths),
     )
@@ -482,17 +447,17 @@ def triton_model_config(
         ConfigError: invalid sizes or names.
     """
     mc = _model_config_pb2()
-    for flag, value in (("--max-batch", max_batch), ("crop_size", crop_size), ("num_classes", num_classes)):
+    for flag, value in (("max_batch", max_batch), ("crop_size", crop_size), ("num_classes", num_classes)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"{flag} must be a positive integer, got {value!r}")
     if isinstance(max_queue_delay_us, bool) or not isinstance(max_queue_delay_us, int) or max_queue_delay_us < 0:
-        raise ConfigError(f"--max-queue-delay-us must be an integer >= 0, got {max_queue_delay_us!r}")
+        raise ConfigError(f"max_queue_delay_us must be an integer >= 0, got {max_queue_delay_us!r}")
     if not name or "/" in name or name.startswith("."):
-        raise ConfigError(f"--name must be a plain directory name, got {name!r}")
+        raise ConfigError(f"name must be a plain directory name, got {name!r}")
     preferred = list(preferred_batch_sizes) if preferred_batch_sizes is not None else default_preferred_batch_sizes(max_batch)
     bad = [b for b in preferred if isinstance(b, bool) or not isinstance(b, int) or not 1 <= b <= max_batch]
     if bad:
-        raise ConfigError(f"preferred batch sizes must lie in 1..{max_batch} (--max-batch), got {bad}")
+        raise ConfigError(f"preferred batch sizes must lie in 1..{max_batch} (max_batch), got {bad}")
 
     config = mc.ModelConfig(name=name, platform=TRITON_PLATFORM, max_batch_size=max_batch)
     config.input.add(
@@ -602,7 +567,7 @@ class DeployResult:
     repository: Path
     name: str
     onnx: OnnxModelInfo
-    parity: OnnxParityReport
+    parity: ParityReport
     max_batch: int
     preferred_batch_sizes: tuple[int, ...]
     max_queue_delay_us: int
@@ -639,21 +604,6 @@ def _versions() -> dict[str, str]:
         except md.PackageNotFoundError:
             continue
     return out
-
-
-def _swap_into_place(staging: Path, target: Path) -> None:
-    """Rename ``staging`` to ``target``; an old ``target`` is moved aside first and removed last."""
-    if not target.exists():
-        staging.rename(target)
-        return
-    backup = target.with_name(f".{target.name}.old-{os.getpid()}")
-    target.rename(backup)
-    try:
-        staging.rename(target)
-    except BaseException:
-        backup.rename(target)
-        raise
-    shutil.rmtree(backup, ignore_errors=True)
 
 
 def deploy_onnx(
@@ -703,7 +653,7 @@ def deploy_onnx(
     repository = Path(repository)
     target = repository / name
     if target.exists() and not overwrite:
-        raise ExportError(f"{target} already exists; pass --overwrite or choose another --name/--out")
+        raise TargetExistsError(f"{target} already exists; pass overwrite=True or choose another name or repository")
     # Validate the Triton settings before the (slow) conversion.
     probe = triton_model_config(
         name, input_name="x", output_name=ONNX_OUTPUT_NAME, crop_size=model.preprocess.crop_size,
@@ -712,11 +662,8 @@ def deploy_onnx(
     )
     repository.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.deploy-", dir=repository))
-    # mkdtemp makes the directory private (0700); a Triton container often runs as another
-    # user, so give it the permissions an ordinary mkdir would have had.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(staging, 0o777 & ~umask)
+    # A Triton container often runs as another user than the one deploying.
+    open_permissions(staging)
     try:
         onnx_info = convert_to_onnx(model, staging / MODEL_VERSION / ONNX_MODEL_FILE, opset=opset)
         parity = check_onnx_parity(
@@ -727,8 +674,8 @@ def deploy_onnx(
             raise ExportError(
                 f"onnxruntime disagrees with Paddle Inference ({parity_backend}) on {model.model_dir}: "
                 f"max |logit diff| {parity.max_abs_diff:.3g} (tolerance {parity.tolerance:.3g}), "
-                f"top-1 agrees on {parity.top1_agree}/{parity.num_inputs} {parity.input_kind} "
-                f"(differs on inputs {list(parity.top1_mismatches)})"
+                f"top-1 agrees on {parity.argmax_agree}/{parity.num_inputs} {parity.input_kind} "
+                f"(differs on inputs {list(parity.argmax_mismatches)})"
             )
         (staging / TRITON_LABEL_FILE).write_text("".join(f"{c}\n" for c in model.classes), encoding="utf-8")
         config = triton_model_config(
@@ -754,7 +701,7 @@ def deploy_onnx(
         (staging / DEPLOY_REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         # Parse what was written, as Triton will, before it becomes visible in the repository.
         load_triton_config(staging / TRITON_CONFIG_FILE, expected_name=name)
-        _swap_into_place(staging, target)
+        swap_into_place(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -49,7 +49,7 @@ from typing import Any, Optional, Sequence, Union
 import numpy as np
 
 from common.errors import BackendUnavailableError, ConfigError
-from .export import ExportedModel
+from .artifact import ExportedModel
 from .runtime import captured_output
 
 log = logging.getLogger(__name__)
@@ -113,20 +113,20 @@ def check_backend(backend: str, precision: str = "fp32") -> None:
             what it needs (CUDA, a GPU, TensorRT, AVX512-BF16); the message says what to install.
     """
     if backend not in BACKENDS:
-        raise ConfigError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if precision not in PRECISIONS:
-        raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if precision not in SUPPORTED[backend]:
         hint = {
             ("cpu", "fp16"): "; on CPU use bf16 (needs AVX512-BF16) or fp32",
-            ("cpu-plain", "bf16"): "; use --backend cpu (oneDNN) for bf16",
-            ("cpu-plain", "int8"): "; use --backend cpu (oneDNN) for int8",
-            ("gpu", "int8"): "; use --backend trt for int8 on GPU",
+            ("cpu-plain", "bf16"): "; use backend 'cpu' (oneDNN) for bf16",
+            ("cpu-plain", "int8"): "; use backend 'cpu' (oneDNN) for int8",
+            ("gpu", "int8"): "; use backend 'trt' for int8 on GPU",
             ("gpu", "bf16"): "; use fp16 on GPU",
             ("trt", "bf16"): "; use fp16 with TensorRT",
         }.get((backend, precision), "")
         raise ConfigError(
-            f"--precision {precision} is not supported by --backend {backend} "
+            f"precision {precision!r} is not supported by backend {backend!r} "
             f"(supported: {', '.join(SUPPORTED[backend])}){hint}"
         )
     import paddle
@@ -135,26 +135,26 @@ def check_backend(backend: str, precision: str = "fp32") -> None:
     if backend in ("gpu", "trt"):
         if not paddle.device.is_compiled_with_cuda():
             raise BackendUnavailableError(
-                f"--backend {backend} needs a CUDA build of Paddle, but paddlepaddle {paddle.__version__} "
+                f"backend {backend!r} needs a CUDA build of Paddle, but paddlepaddle {paddle.__version__} "
                 f"here is the CPU build; {GPU_INSTALL_HINT if backend == 'gpu' else TRT_INSTALL_HINT}"
             )
         if _cuda_devices() == 0:
             raise BackendUnavailableError(
-                f"--backend {backend}: Paddle has CUDA but sees no GPU (check the driver and CUDA_VISIBLE_DEVICES)"
+                f"backend {backend!r}: Paddle has CUDA but sees no GPU (check the driver and CUDA_VISIBLE_DEVICES)"
             )
     if backend == "trt":
         if tuple(pi.get_trt_compile_version()) == (0, 0, 0):
             raise BackendUnavailableError(
-                f"--backend trt needs Paddle compiled with TensorRT, but paddlepaddle {paddle.__version__} "
+                f"backend 'trt' needs Paddle compiled with TensorRT, but paddlepaddle {paddle.__version__} "
                 f"here was built without it; {TRT_INSTALL_HINT}"
             )
         if tuple(pi.get_trt_runtime_version()) == (0, 0, 0):
-            raise BackendUnavailableError(f"--backend trt: the TensorRT runtime library was not found; {TRT_INSTALL_HINT}")
+            raise BackendUnavailableError(f"backend 'trt': the TensorRT runtime library was not found; {TRT_INSTALL_HINT}")
     if backend == "cpu" and precision == "bf16":
         flags = cpu_flags()
         if "avx512_bf16" not in flags and "amx_bf16" not in flags:
             raise BackendUnavailableError(
-                "--precision bf16 on CPU needs the AVX512-BF16 or AMX-BF16 instructions, which this CPU lacks "
+                "precision 'bf16' on CPU needs the AVX512-BF16 or AMX-BF16 instructions, which this CPU lacks "
                 "(see `flags` in /proc/cpuinfo); use fp32"
             )
 
@@ -322,16 +322,16 @@ class Predictor:
                 elif precision == "int8":
                     if not model.quantized:
                         raise BackendUnavailableError(
-                            f"--backend cpu --precision int8 needs an int8 export; {model.model_dir} is float32 "
-                            "(oneDNN has no calibrator in Paddle 3.x inference). Make one with "
-                            "`bench export --run RUN_DIR --precision int8`, or use --precision bf16 on this CPU"
+                            f"backend 'cpu' with precision 'int8' needs an int8 export; {model.model_dir} is float32 "
+                            "(oneDNN has no calibrator in Paddle 3.x inference). Make one from the training run "
+                            "with harness.quantize.quantize_int8, or use precision 'bf16' on this CPU"
                         )
                     config.enable_mkldnn_int8(set(ONEDNN_INT8_OPS))
             else:
                 config.disable_mkldnn()
             if precision != "int8" and model.quantized:
                 log.warning("%s is an int8 export; %s/%s runs its fake-quantize ops in float (slow, int8 rounding "
-                            "kept); use --backend cpu --precision int8", model.model_dir, backend, precision)
+                            "kept); use backend 'cpu' with precision 'int8'", model.model_dir, backend, precision)
         else:
             gpu_precision = pi.PrecisionType.Half if (backend == "gpu" and precision == "fp16") else pi.PrecisionType.Float32
             config.enable_use_gpu(options.gpu_mem_mb, options.gpu_id, gpu_precision)
@@ -376,7 +376,7 @@ class Predictor:
         # A calibrated int8 export carries its scales; TensorRT reads them instead of calibrating.
         use_calib = options.precision == "int8" and not model.quantized
         if use_calib and not options.calibration_images:
-            raise ConfigError("--backend trt --precision int8 needs calibration images (a few training images)")
+            raise ConfigError("backend 'trt' with precision 'int8' needs calibration images (a few training images)")
         config.enable_tensorrt_engine(
             workspace_size=options.trt_workspace_mb << 20,
             max_batch_size=hi,

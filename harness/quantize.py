@@ -53,20 +53,18 @@ from typing import Any, Optional, Sequence, Union
 import numpy as np
 
 from common.errors import ConfigError, ExportError, ImageDecodeError
-from .export import (
-    DEFAULT_EXPORT_ROOT,
+from .artifact import (
     INPUT_NAME,
     LEGACY_MODEL_FILE,
     MODEL_PREFIX,
     PARAMS_FILE,
     ExportedModel,
-    _check_target,
-    _load_model,
-    _manifest,
-    _publish,
-    _resolve_source,
-    _write_side_files,
+    build_manifest,
+    check_target,
+    publish,
+    write_side_files,
 )
+from .export import DEFAULT_EXPORT_ROOT, load_trained_model, resolve_run
 from .preprocess_spec import PreprocessSpec
 from .results import TrainResult
 
@@ -329,15 +327,15 @@ def quantize_int8(
             int8 model agrees with float32 on fewer than ``min_agreement`` of the check images.
         BackendUnavailableError: this Paddle or CPU cannot run oneDNN int8.
     """
-    result = _resolve_source(source)
+    result = resolve_run(source)
     if algo not in ALGOS:
-        raise ConfigError(f"--calibration-algo must be one of {', '.join(ALGOS)}, got {algo!r}")
+        raise ConfigError(f"algo must be one of {', '.join(ALGOS)}, got {algo!r}")
     for name, value in (("num_calibration", num_calibration), ("num_check", num_check), ("batch_size", batch_size), ("topk", topk)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"{name} must be a positive integer, got {value!r}")
     if not 0.0 <= min_agreement <= 1.0:
         raise ConfigError(f"min_agreement must be in [0, 1], got {min_agreement!r}")
-    out = _check_target(Path(out_dir) if out_dir is not None else default_int8_dir(result), overwrite)
+    out = check_target(Path(out_dir) if out_dir is not None else default_int8_dir(result), overwrite)
 
     from .predictor import Predictor, PredictorOptions, check_backend
 
@@ -354,7 +352,7 @@ def quantize_int8(
 
     import paddle
 
-    model = _load_model(result)
+    model = load_trained_model(result)
     with paddle.no_grad():
         reference = model(paddle.to_tensor(check)).numpy().astype(np.float32)
 
@@ -364,7 +362,7 @@ def quantize_int8(
         start = time.perf_counter()
         _calibrate(model, spec, calibration, staging, algo=algo, batch_size=batch_size)
         seconds = time.perf_counter() - start
-        _write_side_files(staging, result, topk)
+        write_side_files(staging, result, topk)
         staged = ExportedModel(
             model_dir=staging, model_file=staging / LEGACY_MODEL_FILE, params_file=staging / PARAMS_FILE,
             preprocess=spec, classes=tuple(result.classes), model_name=result.config.model,
@@ -389,9 +387,9 @@ def quantize_int8(
             raise ExportError(
                 f"int8 {result.config.model} keeps the float32 top-1 class on only {report.argmax_agree}/{report.num_inputs} "
                 f"check images ({report.agreement:.1%} < min_agreement {min_agreement:.1%}); try more calibration images "
-                f"or another --calibration-algo ({', '.join(ALGOS)}), or serve float32/bf16"
+                f"or another algo ({', '.join(ALGOS)}), or serve float32/bf16"
             )
-        manifest = _manifest(result, spec, LEGACY_MODEL_FILE, report.to_dict(), precision="int8")
+        manifest = build_manifest(result, spec, LEGACY_MODEL_FILE, report.to_dict(), precision="int8")
         manifest["quantization"] = {
             "method": "post-training (paddle.static.quantization.PostTrainingQuantization)",
             "algo": algo,
@@ -403,7 +401,7 @@ def quantize_int8(
             "calibration_seconds": round(seconds, 2),
             "runs_on": "--backend cpu --precision int8 (oneDNN)",
         }
-        _publish(staging, out, manifest)
+        publish(staging, out, manifest)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -88,13 +88,13 @@ def select_device(device: str) -> str:
         device = "gpu" if has_cuda else "cpu"
     if device.startswith("gpu") and not has_cuda:
         raise ConfigError(
-            "--device gpu was asked for, but the installed Paddle has no CUDA GPU "
+            "device 'gpu' was asked for, but the installed Paddle has no CUDA GPU "
             "(install paddlepaddle-gpu from Paddle's package index, see the README)"
         )
     if device not in ("cpu",) and not device.startswith("gpu"):
         raise ConfigError(f"device must be 'auto', 'cpu', 'gpu' or 'gpu:N', got {device!r}")
     if device.startswith("gpu:") and int(device.split(":")[1]) >= count:
-        raise ConfigError(f"--device {device}: this machine has {count} GPU(s) (gpu:0 .. gpu:{count - 1})")
+        raise ConfigError(f"device {device!r}: this machine has {count} GPU(s) (gpu:0 .. gpu:{count - 1})")
     paddle.set_device(device)
     return device
 

@@ -68,7 +68,7 @@ def prepare_run_dir(cfg: TrainConfig) -> Path:
     """Create the run directory; refuses one that already holds a finished run."""
     run_dir = Path(cfg.out_dir) / (cfg.run_name or default_run_name(cfg))
     if (run_dir / CHECKPOINT_NAME).exists():
-        raise ConfigError(f"run directory {run_dir} already holds a trained model; pick another --run-name or --out-dir")
+        raise ConfigError(f"run directory {run_dir} already holds a trained model; pick another run_name or out_dir")
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
 
@@ -155,7 +155,7 @@ def fine_tune(
     runtime.set_paddle_threads(cfg.threads)
     device = runtime.select_device(cfg.device)
     if cfg.amp and not device.startswith("gpu"):
-        raise ConfigError(f"--amp {cfg.amp} needs a GPU; this run is on {device}")
+        raise ConfigError(f"amp={cfg.amp!r} needs a GPU; this run is on {device}")
     paddle.seed(cfg.seed)
     np.random.seed(cfg.seed)
 

@@ -184,7 +184,7 @@ def test_load_dataset_download_uses_the_table(tmp_path, monkeypatch, write_image
     fake = download_mod.Resource(archive.as_uri(), "dtd-r1.0.1.tar.gz", md5, "dtd", True)
     monkeypatch.setitem(download_mod.DATASET_RESOURCES, "dtd", (fake,))
     data_root = tmp_path / "data"
-    with pytest.raises(DatasetError, match="--download"):
+    with pytest.raises(DatasetError, match="download=True"):
         load_dataset("dtd", data_root)
     ds = load_dataset("dtd", data_root, download=True)
     assert ds.classes == ("dotted",) and len(ds.test) == 2

@@ -35,9 +35,9 @@ def test_unknown_name_and_bad_arguments_raise_config_error():
         load_dataset("nope")
     with pytest.raises(ConfigError, match="val_fraction"):
         load_dataset("folder", "/tmp", val_fraction=1.5)
-    with pytest.raises(ConfigError, match="needs --data-root"):
+    with pytest.raises(ConfigError, match="needs data_root"):
         load_dataset("folder")
-    with pytest.raises(ConfigError, match="only apply to --dataset list"):
+    with pytest.raises(ConfigError, match="only apply to dataset 'list'"):
         load_dataset("folder", "/tmp", train_list="x.txt")
 
 
@@ -167,7 +167,7 @@ def test_list_bad_line_names_file_and_line(tmp_path, write_image, bad_line, mess
 
 
 def test_list_missing_file(tmp_path):
-    with pytest.raises(DatasetError, match="--train-list file nope.txt not found"):
+    with pytest.raises(DatasetError, match="train_list file nope.txt not found"):
         load_dataset("list", tmp_path, train_list="nope.txt", val_list="v.txt")
 
 
@@ -391,6 +391,6 @@ def test_report_add_skipped_is_thread_safe():
 def test_list_empty_file_names_the_file(tmp_path, write_image, empty):
     _list_fixture(tmp_path, write_image)
     (tmp_path / f"{empty}_list.txt").write_text("\n  \n")  # blank lines only
-    with pytest.raises(DatasetError, match=rf"--{empty}-list .*{empty}_list.txt has no samples"):
+    with pytest.raises(DatasetError, match=rf"{empty}_list .*{empty}_list.txt has no samples"):
         load_dataset("list", tmp_path, train_list="train_list.txt", val_list="val_list.txt",
                      test_list="test_list.txt")

@@ -18,7 +18,8 @@ from google.protobuf import text_format  # noqa: E402
 
 from harness.data import read_image_rgb  # noqa: E402
 from common.errors import ConfigError, ExportError  # noqa: E402
-from harness.export import ExportedModel, export  # noqa: E402
+from harness.artifact import ExportedModel  # noqa: E402
+from harness.export import export  # noqa: E402
 from harness.onnx_export import (  # noqa: E402
     DEPLOY_REPORT_FILE,
     ONNX_MODEL_FILE,
@@ -108,7 +109,7 @@ def test_deploy_writes_a_triton_repository_that_parses_with_tritons_protobuf(dep
     assert (pre["color_order"], pre["layout"], pre["input"]["name"]) == ("RGB", "NCHW", "x")
     report = json.loads((model_dir / DEPLOY_REPORT_FILE).read_text())
     assert report["parity"]["passed"] is True
-    assert report["parity"]["top1_agree"] == report["parity"]["num_inputs"] > 0
+    assert report["parity"]["argmax_agree"] == report["parity"]["num_inputs"] > 0
     assert report["files"][f"1/{ONNX_MODEL_FILE}"] == deployed.onnx.sha256
 
 
@@ -158,7 +159,7 @@ def test_triton_config_validation(tmp_path):
     with pytest.raises(ConfigError, match="preferred batch sizes"):
         triton_model_config("m", input_name="x", output_name="y", crop_size=32, num_classes=3, max_batch=8,
                             preferred_batch_sizes=[4, 16])
-    with pytest.raises(ConfigError, match="--max-batch"):
+    with pytest.raises(ConfigError, match="max_batch"):
         triton_model_config("m", input_name="x", output_name="y", crop_size=32, num_classes=3, max_batch=0)
     model_dir = tmp_path / "m"
     model_dir.mkdir()

@@ -14,17 +14,17 @@ paddle = pytest.importorskip("paddle")
 
 from harness.config import TrainConfig  # noqa: E402
 from common.errors import ConfigError, ExportError, IntegrityError  # noqa: E402
-from harness.export import (  # noqa: E402
+from harness.artifact import (  # noqa: E402
     CONFIG_FILE,
     LABEL_FILE,
     MANIFEST_FILE,
     PARAMS_FILE,
     ExportedModel,
-    compare_logits,
-    export,
     read_label_file,
     sha256_file,
 )
+from harness.export import export  # noqa: E402
+from harness.parity import compare_logits  # noqa: E402
 from harness.models import create_model  # noqa: E402
 from harness.preprocess_spec import PreprocessSpec  # noqa: E402
 from harness.results import CHECKPOINT_NAME, CONFIG_NAME, METRICS_NAME  # noqa: E402
@@ -144,7 +144,7 @@ def test_existing_export_is_never_overwritten_silently(run_dir, tmp_path, monkey
     first = export(run_dir)
     assert first.model_dir == Path("exported_models") / run_dir.name
     before = json.loads((first.model_dir / MANIFEST_FILE).read_text())
-    with pytest.raises(ExportError, match="--overwrite"):
+    with pytest.raises(ExportError, match="overwrite=True"):
         export(run_dir)
     assert json.loads((first.model_dir / MANIFEST_FILE).read_text()) == before
     kept = shutil.copytree(first.model_dir, tmp_path / "first")

@@ -14,7 +14,8 @@ paddle = pytest.importorskip("paddle")
 from harness import predictor as predictor_mod  # noqa: E402
 from harness.data import EvalTransform  # noqa: E402
 from common.errors import BackendUnavailableError, ConfigError, ModelError  # noqa: E402
-from harness.export import CONFIG_FILE, LABEL_FILE, MANIFEST_FILE, ExportedModel, export  # noqa: E402
+from harness.artifact import CONFIG_FILE, LABEL_FILE, MANIFEST_FILE, ExportedModel  # noqa: E402
+from harness.export import export  # noqa: E402
 from harness.predictor import Predictor, PredictorOptions, check_backend  # noqa: E402
 from test_export import CLASSES, IMAGE_SIZE, dygraph_model, make_run_dir  # noqa: E402
 
@@ -145,7 +146,7 @@ def test_trt_check_names_tensorrt_on_a_cuda_build_without_it(monkeypatch):
 def test_invalid_backend_precision_pairs_are_config_errors():
     with pytest.raises(ConfigError, match="bf16"):
         check_backend("cpu", "fp16")
-    with pytest.raises(ConfigError, match="--backend"):
+    with pytest.raises(ConfigError, match="backend must be one of"):
         check_backend("tpu", "fp32")
     with pytest.raises(ConfigError, match="cpu-plain"):
         check_backend("cpu-plain", "int8")
@@ -176,7 +177,7 @@ def test_bf16_predictor_stays_close_to_fp32(exported, predictor):
 
 
 def test_cpu_int8_on_a_float_model_says_what_is_needed(exported):
-    with pytest.raises(BackendUnavailableError, match="needs an int8 export.*bench export --run"):
+    with pytest.raises(BackendUnavailableError, match="needs an int8 export.*quantize_int8"):
         Predictor(exported, PredictorOptions(precision="int8"))
 
 

@@ -13,7 +13,8 @@ paddle = pytest.importorskip("paddle")
 
 from bench.cli import main  # noqa: E402
 from common.errors import BackendUnavailableError, ConfigError, ExportError  # noqa: E402
-from harness.export import CONFIG_FILE, LEGACY_MODEL_FILE, MANIFEST_FILE, ExportedModel, _load_model, export  # noqa: E402
+from harness.artifact import CONFIG_FILE, LEGACY_MODEL_FILE, MANIFEST_FILE, ExportedModel  # noqa: E402
+from harness.export import export, load_trained_model  # noqa: E402
 from harness.predictor import Predictor, PredictorOptions, default_precision  # noqa: E402
 from harness.quantize import CALIBRATION_SEED, DEFAULT_ALGO, dataset_images, quantize_int8  # noqa: E402
 
@@ -59,7 +60,7 @@ def test_int8_predictor_tracks_float32_and_the_manifest_reports_the_truth(run):
     predictor = Predictor(int8, PredictorOptions(backend="cpu", precision="int8", batch_size=16))
     batch = predictor.preprocess(images)
     quantized = predictor.predict(batch)
-    model = _load_model(result)
+    model = load_trained_model(result)
     with paddle.no_grad():
         reference = model(paddle.to_tensor(batch)).numpy()
     agree = int(np.sum(quantized.argmax(1) == reference.argmax(1)))
@@ -123,7 +124,7 @@ def test_onnx_deploy_refuses_an_int8_export_with_a_clear_error(run, tmp_path):
 
 def test_float32_export_refuses_cpu_int8_and_names_the_way_to_quantize(run):
     _, fp32, _ = run
-    with pytest.raises(BackendUnavailableError, match="bench export --run .* --precision int8"):
+    with pytest.raises(BackendUnavailableError, match="int8 export.*harness.quantize.quantize_int8"):
         Predictor(fp32, PredictorOptions(backend="cpu", precision="int8"))
 
 
@@ -156,7 +157,7 @@ def test_existing_int8_export_is_not_overwritten_and_flags_are_checked(run, caps
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"algo": "median"}, "--calibration-algo"),
+        ({"algo": "median"}, "algo must be one of"),
         ({"min_agreement": 1.5}, "min_agreement"),
         ({"num_calibration": 0}, "num_calibration"),
         ({"calibration_images": []}, "calibration_images is empty"),
@@ -207,11 +208,11 @@ def _cpu_precisions() -> set[str]:
 
 def test_a_float_legacy_program_is_not_taken_for_an_int8_one(run, tmp_path):
     """Legacy programs name every registered op in their version table, quantize ops included."""
-    from harness.export import PARAMS_FILE, program_op_types
+    from harness.artifact import PARAMS_FILE, program_op_types
     from harness.quantize import _legacy_static_graph
 
     result, fp32, int8 = run
-    model = _load_model(result)
+    model = load_trained_model(result)
     with _legacy_static_graph() as legacy_paddle:
         legacy_paddle.jit.save(model, str(tmp_path / "inference"),
                                input_spec=[paddle.static.InputSpec([None, 3, 32, 32], "float32", name="x")])

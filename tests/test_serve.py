@@ -24,7 +24,8 @@ pytest.importorskip("uvicorn")
 from bench.server import ApiError, batch_buckets, bind_socket, image_header_size  # noqa: E402
 from common.errors import ConfigError  # noqa: E402
 from harness.data import read_image_rgb  # noqa: E402
-from harness.export import ExportedModel, export  # noqa: E402
+from harness.artifact import ExportedModel  # noqa: E402
+from harness.export import export  # noqa: E402
 from harness.predictor import Predictor, PredictorOptions  # noqa: E402
 from test_export import CLASSES, make_run_dir  # noqa: E402
 

@@ -35,6 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Deploy and print where the files went and how the parity check came out."""
     from common.errors import ConfigError
+    from harness.artifact import TargetExistsError
     from harness.onnx_export import deploy_onnx
 
     preferred = None
@@ -43,11 +44,14 @@ def run(args: argparse.Namespace) -> int:
             preferred = [int(x) for x in args.preferred_batch.split(",") if x.strip()]
         except ValueError:
             raise ConfigError(f"--preferred-batch must be comma-separated integers, got {args.preferred_batch!r}") from None
-    result = deploy_onnx(
-        args.model, args.out, name=args.name, opset=args.opset, max_batch=args.max_batch,
-        preferred_batch_sizes=preferred, max_queue_delay_us=args.max_queue_delay_us, images=args.images,
-        parity_images=args.parity_images, overwrite=args.overwrite,
-    )
+    try:
+        result = deploy_onnx(
+            args.model, args.out, name=args.name, opset=args.opset, max_batch=args.max_batch,
+            preferred_batch_sizes=preferred, max_queue_delay_us=args.max_queue_delay_us, images=args.images,
+            parity_images=args.parity_images, overwrite=args.overwrite,
+        )
+    except TargetExistsError as exc:
+        raise TargetExistsError(f"{exc} (on the command line: --overwrite, or another --name or --out)") from None
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
         return 0
@@ -60,8 +64,8 @@ def run(args: argparse.Namespace) -> int:
     table.add_column()
     table.add_row("ONNX model", f"{result.onnx.path} (opset {result.onnx.opset}, input {result.onnx.input_name} "
                   f"{list(result.onnx.input_shape)}, output {result.onnx.output_name} {list(result.onnx.output_shape)})")
-    table.add_row("parity", f"onnxruntime vs Paddle Inference ({p.paddle_backend}) on {p.num_inputs} {p.input_kind} from {p.source}: "
-                  f"top-1 {p.top1_agree}/{p.num_inputs}, max |logit diff| {p.max_abs_diff:.3g} "
+    table.add_row("parity", f"onnxruntime vs Paddle Inference ({p.backend}) on {p.num_inputs} {p.input_kind} from {p.source}: "
+                  f"top-1 {p.argmax_agree}/{p.num_inputs}, max |logit diff| {p.max_abs_diff:.3g} "
                   f"(tolerance {p.tolerance:.3g}, max |logit| {p.max_abs_logit:.3g})")
     table.add_row("Triton", f"platform onnxruntime_onnx, max_batch_size {result.max_batch}, preferred "
                   f"{list(result.preferred_batch_sizes)}, max_queue_delay {result.max_queue_delay_us} µs")

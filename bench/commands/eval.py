@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {args.workers}")
     # A carved val split must be carved as it was for training, or it may hold training images.
-    from harness.export import ExportedModel
+    from harness.artifact import ExportedModel
 
     hyper = (ExportedModel.load(args.model).manifest or {}).get("hyperparameters", {})
     splits = load_dataset(args.dataset, args.data_root, train_list=args.train_list, val_list=args.val_list,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 
 from common.errors import ConfigError
@@ -34,6 +35,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the manifest summary as JSON")
 
 
+@contextlib.contextmanager
+def _flag_hint():
+    """Name the flags that resolve an existing target (the harness speaks in parameters)."""
+    from harness.artifact import TargetExistsError
+
+    try:
+        yield
+    except TargetExistsError as exc:
+        raise TargetExistsError(f"{exc} (on the command line: --overwrite, or another --out-dir)") from None
+
+
 def run(args: argparse.Namespace) -> int:
     """Export (float32, or int8 after calibration), check it against dygraph, print where it went."""
     int8_flags = {"--calibration-images": args.calibration_images, "--calibration-algo": args.calibration_algo,
@@ -43,20 +55,22 @@ def run(args: argparse.Namespace) -> int:
 
         if args.parity_backend not in (None, "cpu"):
             raise ConfigError(f"--precision int8 is checked on --parity-backend cpu (oneDNN int8), got {args.parity_backend!r}")
-        exported = quantize.quantize_int8(
-            args.run, args.out_dir, overwrite=args.overwrite,
-            num_calibration=quantize.DEFAULT_CALIBRATION_IMAGES if args.calibration_images is None else args.calibration_images,
-            num_check=quantize.DEFAULT_CHECK_IMAGES if args.check_images is None else args.check_images,
-            algo=args.calibration_algo or quantize.DEFAULT_ALGO,
-            min_agreement=quantize.DEFAULT_MIN_AGREEMENT if args.min_agreement is None else args.min_agreement,
-        )
+        with _flag_hint():
+            exported = quantize.quantize_int8(
+                args.run, args.out_dir, overwrite=args.overwrite,
+                num_calibration=quantize.DEFAULT_CALIBRATION_IMAGES if args.calibration_images is None else args.calibration_images,
+                num_check=quantize.DEFAULT_CHECK_IMAGES if args.check_images is None else args.check_images,
+                algo=args.calibration_algo or quantize.DEFAULT_ALGO,
+                min_agreement=quantize.DEFAULT_MIN_AGREEMENT if args.min_agreement is None else args.min_agreement,
+            )
     else:
         given = [flag for flag, value in int8_flags.items() if value is not None]
         if given:
             raise ConfigError(f"{', '.join(given)} only apply with --precision int8")
         from harness.export import export
 
-        exported = export(args.run, args.out_dir, overwrite=args.overwrite, parity_backend=args.parity_backend)
+        with _flag_hint():
+            exported = export(args.run, args.out_dir, overwrite=args.overwrite, parity_backend=args.parity_backend)
     manifest = exported.manifest or {}
     parity = manifest.get("parity", {})
     summary = {

@@ -71,7 +71,7 @@ def _precisions(text: str) -> tuple[str, ...]:
 def run(args: argparse.Namespace) -> int:
     """Export, quantize, evaluate and time every precision; print a table (or JSON)."""
     from harness.evaluate import evaluate
-    from harness.export import _resolve_source, export
+    from harness.export import export, resolve_run
     from harness.predictor import Predictor, PredictorOptions, check_backend
     from harness.quantize import quantize_int8
     from harness.train import load_splits
@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--duration must be > 0, got {args.duration}")
     for precision in precisions:
         check_backend("cpu", precision)  # one clear line (e.g. no AVX512-BF16) before any work
-    result = _resolve_source(args.run)
+    result = resolve_run(args.run)
     splits = load_splits(result.config)
     samples = list(splits.split(args.split))[: args.limit]
     if not samples:

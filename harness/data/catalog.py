@@ -43,7 +43,7 @@ def _load_official(name: str, root: Path, *, download: bool, val_fraction: float
             raise DatasetError(f"{name}: download failed: {exc}") from exc
         resolved, missing = resolve_root(ds, root)
     if missing:
-        hint = " (or pass download=True / --download to fetch them)" if name in DATASET_RESOURCES else (
+        hint = " (or pass download=True to fetch them)" if name in DATASET_RESOURCES else (
             " (not downloadable automatically: obtain the files from the dataset's authors)")
         raise DatasetError(
             f"{name}: missing {', '.join(str(resolved / m) for m in missing)}; expected layout: "
@@ -87,14 +87,14 @@ def load_dataset(
         raise ConfigError(f"seed must be an integer, got {seed!r}")
     seed = int(seed)
     if name != "list" and any(v is not None for v in (train_list, val_list, test_list)):
-        raise ConfigError(f"--train-list/--val-list/--test-list only apply to --dataset list, not {name!r}")
+        raise ConfigError(f"train_list/val_list/test_list only apply to dataset 'list', not {name!r}")
     report = DataReport(dataset=name)
     common = dict(val_fraction=float(val_fraction), seed=seed, strict=bool(strict), report=report)
     if name == "demo":
         return load_folder(ensure_demo(data_root), name="demo", **common)
     if name in ("folder", "list"):
         if data_root is None:
-            raise ConfigError(f"--dataset {name} needs --data-root")
+            raise ConfigError(f"dataset {name!r} needs data_root")
         root = Path(data_root)
         if not root.is_dir():
             raise DatasetError(f"{name}: data root {root} does not exist or is not a directory")

@@ -128,13 +128,13 @@ def load_folder(
                     val_fraction=val_fraction, seed=seed, strict=strict)
 
 
-def _resolve_list(path: str | os.PathLike, root: Path, flag: str) -> Path:
+def _resolve_list(path: str | os.PathLike, root: Path, what: str) -> Path:
     p = Path(path)
     if p.is_file():
         return p
     if not p.is_absolute() and (root / p).is_file():
         return root / p
-    raise DatasetError(f"{flag} file {path} not found (looked in the current directory and in {root})")
+    raise DatasetError(f"{what} file {path} not found (looked in the current directory and in {root})")
 
 
 def parse_list_file(list_path: Path, root: Path) -> list[Sample]:
@@ -205,20 +205,20 @@ def load_list(
     if not root.is_dir():
         raise DatasetError(f"list: data root {root} is not a directory")
     if train_list is None:
-        raise DatasetError("list: --train-list is required for --dataset list")
-    def read(list_file: str | os.PathLike, flag: str) -> list[Sample]:
-        path = _resolve_list(list_file, root, flag)
+        raise DatasetError("list: train_list is required for dataset 'list'")
+    def read(list_file: str | os.PathLike, what: str) -> list[Sample]:
+        path = _resolve_list(list_file, root, what)
         samples = parse_list_file(path, root)
         if not samples:  # caught here: an empty split would fail later with no file named
-            raise DatasetError(f"list: {flag} {path} has no samples; expected lines of 'relative/path.jpg label'")
+            raise DatasetError(f"list: {what} {path} has no samples; expected lines of 'relative/path.jpg label'")
         return samples
 
-    train = read(train_list, "--train-list")
-    val = read(val_list, "--val-list") if val_list is not None else None
-    test = read(test_list, "--test-list") if test_list is not None else None
+    train = read(train_list, "train_list")
+    val = read(val_list, "val_list") if val_list is not None else None
+    test = read(test_list, "test_list") if test_list is not None else None
     if test is None:
         if val is None:
-            raise DatasetError("list: give --test-list or --val-list; a held-out split is needed")
+            raise DatasetError("list: give test_list or val_list; a held-out split is needed")
         report.add_note(f"{val_list} used as the test split (no test list); val carved from train")
         test, val = val, None
     label_file = root / "label_list.txt"

@@ -16,6 +16,8 @@ from common.errors import ModelError
 from .pretrained import LoadReport, download_to_cache, load_pretrained, read_weights_file, resolve_weights
 from .registry import PretrainedConfig, get_entry, list_models, register_model
 
+# Importing a family module runs its @register_model decorators; one line per family file.
+from . import efficientnet_lite, resnet_vd, tiny  # noqa: F401  (registration)
 
 __all__ = [
     "LoadReport",

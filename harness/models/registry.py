@@ -1,7 +1,9 @@
 """Explicit model registry: ``create_model(name, num_classes, pretrained=None)``.
 
 Each model family lives in its own module and registers its constructors with
-:func:`register_model`. A :class:`PretrainedConfig` travels with every model.
+:func:`register_model`; :mod:`harness.models` imports the family modules, so importing
+anything from the package fills the registry. This module imports no family. A
+:class:`PretrainedConfig` travels with every model.
 """
 
 from __future__ import annotations
@@ -69,20 +71,13 @@ def register_model(name: str, pretrained_cfg: PretrainedConfig | None = None):
     return wrap
 
 
-def _ensure_families_loaded() -> None:
-    # Importing the family modules runs their @register_model decorators.
-    from . import families  # noqa: F401
-
-
 def list_models() -> list[str]:
     """Names of every registered model, sorted."""
-    _ensure_families_loaded()
     return sorted(_REGISTRY)
 
 
 def get_entry(name: str) -> ModelEntry:
     """Registry entry of ``name``; an unknown name raises ModelError listing the known ones."""
-    _ensure_families_loaded()
     try:
         return _REGISTRY[name]
     except KeyError:
