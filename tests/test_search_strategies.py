@@ -6,13 +6,14 @@ import dataclasses
 import json
 import math
 
+import numpy as np
 import pytest
 
 from harness.config import TrainConfig
 from common.errors import ConfigError
 from search.analytic import ANALYTIC_OPTIMUM, analytic_value
 from search.space import Boolean, Categorical, Integer, Real, Space, default_space, point_key
-from search.strategies import FIXED_PARAMS, STRATEGIES, BayesStrategy, bit_rule, make_strategy
+from search.strategies import FIXED_PARAMS, STRATEGIES, BayesStrategy, bit_rule, make_strategy, skopt_dimension
 from search.trial import Trial, TrialState
 
 TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -185,6 +186,44 @@ def test_bayes_batch_ask_with_constant_liar_gives_distinct_points():
     assert strategy.n_pending == 3
     extra = strategy.ask()
     assert point_key(extra) not in {point_key(p) for p in batch}
+
+
+def test_skopt_round_trip_is_exact_and_plain_python():
+    space = default_space().with_dimensions({"epochs": Integer(2, 9), "schedule": Categorical(["cosine", "step"]),
+                                             "mixup_alpha": Real(0.1, 0.4), "warmup_epochs": Categorical([2])})
+    sk = [(name, skopt_dimension(dim)) for name, dim in space.items()]
+    assert len(sk) == 8
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        point = space.sample(rng)
+        sk_point = [d.to_skopt(point[name]) for name, d in sk]
+        back = {name: d.from_skopt(np.asarray(v).item() if not isinstance(v, str) else v)
+                for (name, d), v in zip(sk, sk_point)}
+        assert back == point
+        assert all(type(back[k]) is type(point[k]) for k in point)
+    # skopt hands out numpy scalars; ours come back as Python types.
+    from skopt import Optimizer
+
+    x = Optimizer([d.dimension for _, d in sk], random_state=1).ask()
+    params = {name: d.from_skopt(v) for (name, d), v in zip(sk, x)}
+    assert space.validate(params) == params
+    assert {type(v) for v in params.values()} <= {bool, int, float, str}
+
+
+def test_ordinal_categorical_is_a_rank_index_for_skopt():
+    from skopt.space import Integer as SkInteger
+
+    sk = skopt_dimension(Categorical([0.1, 0.01, 0.001]))
+    assert isinstance(sk.dimension, SkInteger) and (sk.dimension.low, sk.dimension.high) == (0, 2)
+    assert sk.to_skopt(0.001) == 0 and sk.to_skopt(0.1) == 2
+    assert sk.from_skopt(np.int64(1)) == 0.01
+
+
+def test_skopt_dimension_says_what_it_cannot_model():
+    with pytest.raises(ConfigError, match=r"got \(0.1, 0.2\) of type tuple"):
+        skopt_dimension((0.1, 0.2))
+    with pytest.raises(ConfigError, match="is not one of the choices"):
+        skopt_dimension(Boolean()).to_skopt("yes")
 
 
 @pytest.mark.parametrize(
