@@ -331,7 +331,7 @@ def run_search(
 
     - ``n_trials``: total finished trials wanted in the journal, counting those of earlier runs
       (so a resume with the same number finishes the search); ``None`` runs until the strategy
-      is exhausted (discrete spaces only).
+      is exhausted (only when its ``max_points`` is bounded).
     - The journal's finished trials are told to ``strategy`` first (those it was not told yet),
       so a fresh strategy and one rebuilt with ``journal.rebuild_strategy()`` both work. Trials
       left RUNNING by an interrupted run are run again first, under their old ids.
@@ -356,8 +356,9 @@ def run_search(
         raise ConfigError(f"the objective must be callable, got {objective!r}")
     if n_trials is not None and (isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1):
         raise ConfigError(f"n_trials must be a positive integer or None, got {n_trials!r}")
-    if n_trials is None and not strategy.space.is_discrete and strategy.name not in ("fixed", "bit"):
-        raise ConfigError("n_trials is required when the space has continuous dimensions")
+    if n_trials is None and strategy.max_points is None:
+        raise ConfigError(f"n_trials is required: the {strategy.name} strategy has no bound on how many points "
+                          "it proposes (max_points is None, as on a space with continuous dimensions)")
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"workers must be a positive integer, got {workers!r}")
     if devices is not None:

@@ -135,10 +135,19 @@ class Strategy(ABC):
         return len(self._pending)
 
     @property
+    def max_points(self) -> Optional[int]:
+        """How many points this strategy can ever propose; ``None`` when there is no such bound.
+
+        By default the size of a discrete space (no point is proposed twice) and ``None`` on a
+        space with continuous dimensions; a strategy that proposes a fixed set of points says so.
+        """
+        return self.space.size()
+
+    @property
     def remaining(self) -> Optional[int]:
-        """Points neither told nor pending on a discrete space; ``None`` on a continuous one."""
-        size = self.space.size()
-        return None if size is None else max(0, size - len(self._told) - len(self._pending))
+        """Points still to propose (:attr:`max_points` less those told or pending); ``None`` when unbounded."""
+        bound = self.max_points
+        return None if bound is None else max(0, bound - len(self._told) - len(self._pending))
 
     # Internals
     def _tell(self, params: Mapping[str, Any], value: Optional[float], fit: bool) -> None:
@@ -181,6 +190,11 @@ class FixedStrategy(Strategy):
         if params is not None and not isinstance(params, Mapping):
             raise ConfigError(f"fixed strategy: params must be a mapping, got {params!r}")
         self.params = to_python(dict(params if params is not None else FIXED_PARAMS))
+
+    @property
+    def max_points(self) -> int:
+        """One: the fixed point."""
+        return 1
 
     def _propose(self, n: int) -> list[dict[str, Any]]:
         return [dict(self.params)] if self._is_free(self.params) and not self._told else []
@@ -585,6 +599,11 @@ class BitStrategy(Strategy):
         if train_size is None or image_hw is None:
             raise ConfigError("the bit strategy needs the dataset's train_size and typical image_hw (height, width)")
         self.rule = bit_rule(train_size, image_hw, batch_size)
+
+    @property
+    def max_points(self) -> int:
+        """One: the rule's point."""
+        return 1
 
     def _propose(self, n: int) -> list[dict[str, Any]]:
         params = self.rule.params()

@@ -142,6 +142,20 @@ def test_run_search_validates_its_arguments(tmp_path):
                 run_search(AnalyticObjective(), meta.build_strategy(), journal, **kwargs)
 
 
+def test_without_n_trials_a_search_runs_until_max_points(tmp_path):
+    from search.space import Real
+
+    continuous = Space({"lr": Real(1e-3, 0.1, log=True), "l2_decay": Categorical([1e-4]), "mixup": Boolean()})
+    fixed = {"lr": 0.01, "l2_decay": 1e-4, "mixup": False}
+    journal, meta = start(tmp_path / "fixed", strategy="fixed", space=continuous, params=fixed)
+    with journal:
+        result = run_search(AnalyticObjective(), meta.build_strategy(), journal)
+    assert result.exhausted and [t.params for t in result.trials] == [fixed]
+    journal, meta = start(tmp_path / "random", strategy="random", space=continuous)
+    with journal, pytest.raises(ConfigError, match="n_trials is required: the random strategy"):
+        run_search(AnalyticObjective(), meta.build_strategy(), journal)
+
+
 @pytest.fixture(scope="module")
 def grid_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("grid")

@@ -28,6 +28,16 @@ CONTRACT = [
     ("bayes", {"acq_func": "EI", "n_initial_points": 3}, True),
     ("bit", BIT_OPTIONS, False),
 ]
+#: max_points of each strategy on TINY and on a space with a continuous dimension (None: unbounded,
+#: "refuses": the strategy cannot be built there).
+MAX_POINTS = {
+    "fixed": (1, 1),
+    "grid": (TINY.size(), "refuses"),
+    "random": (TINY.size(), None),
+    "bayes": (TINY.size(), None),
+    "bit": (1, 1),
+}
+CONTINUOUS = Space({"lr": Real(1e-4, 1e-1, log=True), "mixup": Boolean()})
 
 
 def objective(params):
@@ -47,7 +57,7 @@ def drive(strategy, n):
 
 
 def test_contract_covers_every_strategy():
-    assert {name for name, _, _ in CONTRACT} == set(STRATEGIES)
+    assert {name for name, _, _ in CONTRACT} == set(STRATEGIES) == set(MAX_POINTS)
 
 
 @pytest.mark.parametrize("name, options, in_space", CONTRACT, ids=[c[0] for c in CONTRACT])
@@ -71,10 +81,26 @@ class TestStrategyContract:
         strategy = make_strategy(name, TINY, seed=1, **options)
         asked = drive(strategy, 10)
         assert len({point_key(p) for p in asked}) == len(asked)
-        expected = 1 if name in ("fixed", "bit") else TINY.size()
-        assert len(asked) == expected
+        assert len(asked) == strategy.max_points == MAX_POINTS[name][0]
+        assert strategy.remaining == 0
         assert strategy.ask() is None
         assert strategy.ask_batch(3) == []
+
+    def test_max_points_bounds_what_it_proposes(self, name, options, in_space):
+        tiny, continuous = MAX_POINTS[name]
+        strategy = make_strategy(name, TINY, seed=5, **options)
+        assert strategy.max_points == strategy.remaining == tiny
+        strategy.ask_batch(1)
+        assert strategy.remaining == tiny - 1  # the pending point counts
+        if continuous == "refuses":
+            with pytest.raises(ConfigError):
+                make_strategy(name, CONTINUOUS, seed=5, **options)
+            return
+        strategy = make_strategy(name, CONTINUOUS, seed=5, **options)
+        assert strategy.max_points == continuous
+        if continuous is None:
+            assert strategy.remaining is None
+            assert len(drive(strategy, 6)) == 6  # goes on as long as it is asked
 
     def test_pending_points_are_not_handed_out_twice(self, name, options, in_space):
         strategy = make_strategy(name, TINY, seed=2, **options)
@@ -82,7 +108,7 @@ class TestStrategyContract:
         more = strategy.ask_batch(3)
         keys = [point_key(p) for p in batch + more]
         assert len(set(keys)) == len(keys)
-        assert len(keys) == (1 if name in ("fixed", "bit") else TINY.size())
+        assert len(keys) == strategy.max_points
 
     def test_replay_rebuilds_the_state(self, name, options, in_space):
         first = make_strategy(name, TINY, seed=3, **options)
@@ -92,7 +118,7 @@ class TestStrategyContract:
         assert rebuilt.replay(trials) == len(trials)
         rest = drive(rebuilt, 10)
         assert not {point_key(p) for p in rest} & {point_key(p) for p in asked}
-        assert len(asked) + len(rest) == (1 if name in ("fixed", "bit") else TINY.size())
+        assert len(asked) + len(rest) == rebuilt.max_points
 
     def test_failure_is_told_as_a_penalty_and_never_revisited(self, name, options, in_space):
         strategy = make_strategy(name, TINY, seed=4, **options)
@@ -100,7 +126,7 @@ class TestStrategyContract:
         strategy.tell(first, 0.8)
         second = strategy.ask()
         if second is None:  # one-trial strategies
-            assert name in ("fixed", "bit")
+            assert strategy.max_points == 1
             return
         strategy.tell(second, None)
         assert strategy.penalty() == 0.8  # the worst value observed so far
