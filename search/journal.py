@@ -31,7 +31,6 @@ from typing import Any, Optional
 from common.errors import TlbenchError
 
 from .space import Space, to_python
-from .strategies import Strategy, make_strategy
 from .trial import Trial, TrialState
 
 log = logging.getLogger(__name__)
@@ -99,10 +98,6 @@ class SearchMeta:
     def build_space(self) -> Space:
         """The search space."""
         return Space.from_dict(self.space, where=META_NAME)
-
-    def build_strategy(self) -> Strategy:
-        """A fresh strategy as described (replay the journal's trials into it to resume)."""
-        return make_strategy(self.strategy, self.build_space(), seed=self.seed, **self.options)
 
 
 def read_records(path: str | Path) -> list[dict[str, Any]]:
@@ -297,12 +292,6 @@ class Journal:
     def next_trial_id(self) -> int:
         """One more than the largest trial id so far (ids start at 1)."""
         return max((int(r["trial"]) for r in self._records), default=0) + 1
-
-    def rebuild_strategy(self) -> Strategy:
-        """A strategy from ``search.json`` with every finished trial told, in finishing order."""
-        strategy = self.meta.build_strategy()
-        strategy.replay(self.finished_trials())
-        return strategy
 
     # Closing
     def close(self) -> None:

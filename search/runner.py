@@ -33,9 +33,9 @@ from typing import Any, Optional
 
 from common.errors import ConfigError, TlbenchError
 
-from .journal import Journal
+from .journal import Journal, SearchMeta
 from .space import to_python
-from .strategies import Strategy
+from .strategies import Strategy, make_strategy
 from .trial import Trial, TrialPruned, TrialState
 
 log = logging.getLogger(__name__)
@@ -90,6 +90,17 @@ class SearchResult:
     def count(self, state: TrialState) -> int:
         """Number of trials in ``state``."""
         return sum(t.state is state for t in self.trials)
+
+
+def strategy_for(meta: SearchMeta) -> Strategy:
+    """A fresh strategy as a search's metadata describes it: its name, space, seed and options.
+
+    To continue a search, hand it to :func:`run_search` with the search's journal, which tells
+    it the journal's finished trials first.
+    """
+    if not isinstance(meta, SearchMeta):
+        raise ConfigError(f"strategy_for needs a SearchMeta, got {type(meta).__name__}: {meta!r}")
+    return make_strategy(meta.strategy, meta.build_space(), seed=meta.seed, **meta.options)
 
 
 @dataclass
@@ -333,7 +344,7 @@ def run_search(
       (so a resume with the same number finishes the search); ``None`` runs until the strategy
       is exhausted (only when its ``max_points`` is bounded).
     - The journal's finished trials are told to ``strategy`` first (those it was not told yet),
-      so a fresh strategy and one rebuilt with ``journal.rebuild_strategy()`` both work. Trials
+      so a fresh strategy (e.g. ``strategy_for(journal.meta)``) continues the search. Trials
       left RUNNING by an interrupted run are run again first, under their old ids.
     - ``workers``: trials at a time. ``workers=1`` without ``devices`` runs in this process;
       otherwise each worker slot is a spawned process (the objective must be picklable), a new

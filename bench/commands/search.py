@@ -180,12 +180,13 @@ def _check_before_start(meta, run_dir: Path, base, settings, n_trials, args) -> 
 
     from harness import runtime
     from harness.predictor import PredictorOptions, check_backend
+    from search import strategy_for
 
     from bench.objective import EvalSettings, TrialObjective, cached_splits
 
     if n_trials is not None and n_trials < 1:
         raise ConfigError(f"--trials must be at least 1, got {n_trials}")
-    if n_trials is None and not meta.build_space().is_discrete and meta.strategy not in ("fixed", "bit"):
+    if n_trials is None and strategy_for(meta).max_points is None:
         raise ConfigError("--trials is needed: the search space has continuous dimensions")
     if args.search_workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {args.search_workers}")
@@ -223,7 +224,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.live import Live
 
     from harness.config import TrainConfig
-    from search import Journal, load_meta, run_search
+    from search import Journal, load_meta, run_search, strategy_for
 
     # With --json, stdout carries only the summary; the live table goes to stderr.
     console = Console(stderr=args.json)
@@ -281,7 +282,7 @@ def run(args: argparse.Namespace) -> int:
                 live.update(render())
 
             result = run_search(
-                objective, journal.rebuild_strategy(), journal, n_trials=n_trials,
+                objective, strategy_for(journal.meta), journal, n_trials=n_trials,
                 workers=args.search_workers, devices=devices, backend="ray" if args.ray else "process",
                 ray_address=args.ray, on_trial_start=on_start, on_trial_end=on_end,
             )
