@@ -29,7 +29,7 @@ import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, Protocol
 
 from common.errors import ConfigError, TlbenchError
 
@@ -230,6 +230,18 @@ def _parse_result(result: Any) -> tuple[float, dict[str, Any], dict[str, float]]
     return value, dict(metrics), dict(timings)
 
 
+class _Executor(Protocol):
+    """Where trials run: what :func:`run_search` needs of an executor."""
+
+    def submit(self, slot: int, fn: Callable[..., Any], *args: Any) -> cf.Future:
+        """Run ``fn(*args)`` in worker ``slot``; the future holds its result (or the worker's failure)."""
+        ...
+
+    def shutdown(self, interrupt: bool = False) -> None:
+        """Release the workers; ``interrupt`` stops running calls instead of waiting for them."""
+        ...
+
+
 class _InlineExecutor:
     """Runs each trial in this process, at submit time (workers=1)."""
 
@@ -269,11 +281,12 @@ class _ProcessExecutor:
         try:
             return self._pool(slot).submit(fn, *args)
         except cf.process.BrokenProcessPool:
-            self._pools[slot] = None
+            # The slot's worker died (its trial has already failed): start a fresh one.
+            self.reset(slot)
             return self._pool(slot).submit(fn, *args)
 
     def reset(self, slot: int) -> None:
-        """Drop a slot's broken pool; the next submit starts a fresh process."""
+        """Drop a slot's pool; the next submit starts a fresh process."""
         pool = self._pools[slot]
         self._pools[slot] = None
         if pool is not None:
@@ -304,11 +317,15 @@ class _RayExecutor:
         self._owns_connection = not ray.is_initialized()
         if self._owns_connection:
             ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
-        self._remote = ray.remote(num_cpus=1, num_gpus=gpus_per_trial, max_retries=0)(_execute_trial)
+        self._task_options = {"num_cpus": 1, "num_gpus": gpus_per_trial, "max_retries": 0}
+        self._remotes: dict[Callable[..., Any], Any] = {}  # fn -> its Ray remote function
         self._refs: list[Any] = []
 
     def submit(self, slot: int, fn: Callable[..., Any], *args: Any) -> cf.Future:
-        ref = self._remote.remote(*args)
+        remote = self._remotes.get(fn)
+        if remote is None:
+            remote = self._remotes[fn] = self._ray.remote(**self._task_options)(fn)
+        ref = remote.remote(*args)
         self._refs.append(ref)
         return ref.future()
 
@@ -390,8 +407,9 @@ def run_search(
     if retry:
         log.info("running %d interrupted trial(s) again: %s", len(retry), [t.id for t in retry])
 
+    executor: _Executor
     if backend == "ray":
-        executor: Any = _RayExecutor(ray_address, ray_gpus_per_trial)
+        executor = _RayExecutor(ray_address, ray_gpus_per_trial)
     elif workers == 1 and devices is None:
         executor = _InlineExecutor()
     else:
@@ -427,8 +445,7 @@ def run_search(
         except KeyboardInterrupt:
             raise
         except BaseException as exc:  # noqa: BLE001 - a dead worker process fails its trial only
-            if isinstance(executor, _ProcessExecutor):
-                executor.reset(trial.worker)
+            # The executor replaces a dead worker at the slot's next submit.
             outcome = _Outcome(TrialState.FAILED.value, error=f"worker failed: {type(exc).__name__}: {exc}",
                                traceback="".join(traceback.format_exception(exc)),
                                started_at=trial.started_at or time.time(), finished_at=time.time())

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import json
+import operator
 import os
 import sys
+import types
 
 import pytest
 
@@ -131,6 +134,72 @@ def test_ray_backend_without_ray_says_how_to_install(tmp_path, monkeypatch):
     journal, meta = start(tmp_path)
     with journal, pytest.raises(ConfigError, match="pip install 'ray"):
         run_search(AnalyticObjective(), strategy_for(meta), journal, n_trials=1, backend="ray")
+
+
+class FakeRay:
+    """Just enough of Ray's API to run tasks in this process; records the functions it ran."""
+
+    def __init__(self):
+        self.initialized = False
+        self.ran = []
+        self.task_options = []
+
+    def is_initialized(self):
+        return self.initialized
+
+    def init(self, **kwargs):
+        self.initialized = True
+
+    def shutdown(self):
+        self.initialized = False
+
+    def cancel(self, ref, force=False):
+        pass
+
+    def remote(self, **options):
+        self.task_options.append(options)
+
+        def wrap(fn):
+            fake = self
+
+            class RemoteFunction:
+                def remote(self, *args):
+                    fake.ran.append(fn)
+                    future = cf.Future()
+                    future.set_result(fn(*args))
+                    return types.SimpleNamespace(future=lambda: future)
+
+            return RemoteFunction()
+
+        return wrap
+
+
+def test_ray_executor_runs_the_function_it_is_given(monkeypatch):
+    from search.runner import _RayExecutor
+
+    fake = FakeRay()
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    executor = _RayExecutor(None, gpus_per_trial=0.5)
+    assert fake.initialized
+    assert executor.submit(0, operator.add, 2, 3).result() == 5
+    assert executor.submit(1, operator.mul, 2, 3).result() == 6
+    assert executor.submit(0, operator.add, 1, 1).result() == 2
+    assert fake.ran == [operator.add, operator.mul, operator.add]
+    assert fake.task_options == [{"num_cpus": 1, "num_gpus": 0.5, "max_retries": 0}] * 2  # one per function
+    executor.shutdown()
+    assert not fake.initialized  # the connection it opened is closed again
+
+
+def test_ray_backend_runs_each_trial_as_a_task(tmp_path, monkeypatch):
+    from search.runner import _execute_trial
+
+    fake = FakeRay()
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    journal, meta = start(tmp_path)
+    with journal:
+        result = run_search(AnalyticObjective(), strategy_for(meta), journal, n_trials=3, workers=2, backend="ray")
+    assert [t.state for t in result.trials] == [TrialState.COMPLETE] * 3
+    assert fake.ran == [_execute_trial] * 3 and not fake.initialized
 
 
 def test_run_search_validates_its_arguments(tmp_path):
