@@ -11,7 +11,7 @@ Typical use (the objective trains, exports and evaluates one point)::
     print(result.best)
 """
 
-from .journal import Journal, JournalError, SearchMeta, load_meta, load_trials
+from .journal import Journal, JournalError, SearchExistsError, SearchMeta, load_meta, load_trials
 from .runner import SearchResult, TrialContext, current_trial, run_search, strategy_for
 from .space import (
     Boolean,
@@ -30,7 +30,7 @@ from .trial import Trial, TrialPruned, TrialState
 
 __all__ = [
     "Boolean", "Categorical", "Dimension", "FIXED_PARAMS", "Integer", "Journal", "JournalError", "Real",
-    "STRATEGIES", "SearchMeta", "SearchResult", "Space", "Strategy", "Trial", "TrialContext", "TrialPruned",
+    "STRATEGIES", "SearchExistsError", "SearchMeta", "SearchResult", "Space", "Strategy", "Trial", "TrialContext", "TrialPruned",
     "TrialState", "bit_rule", "current_trial", "default_space", "load_meta", "load_space", "load_trials",
     "make_strategy", "point_key", "run_search", "strategy_for", "to_python",
 ]

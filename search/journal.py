@@ -45,6 +45,10 @@ class JournalError(TlbenchError):
     """A journal or its run directory cannot be used (locked, mismatched, corrupt)."""
 
 
+class SearchExistsError(JournalError):
+    """:meth:`Journal.create` was given a run directory that already holds a search."""
+
+
 @dataclass(frozen=True)
 class SearchMeta:
     """What identifies a search; a resume must match it exactly (``created_at`` aside).
@@ -187,15 +191,18 @@ class Journal:
     # Opening
     @classmethod
     def create(cls, run_dir: str | Path, meta: SearchMeta) -> "Journal":
-        """Start a new search in ``run_dir`` (created if needed); refuses a directory that already holds one."""
+        """Start a new search in ``run_dir`` (created if needed).
+
+        Raises SearchExistsError when the directory already holds a search (:meth:`resume` continues it).
+        """
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         lock = _acquire_lock(run_dir)
         try:
             if (run_dir / META_NAME).exists() or (run_dir / JOURNAL_NAME).exists():
-                raise JournalError(
-                    f"{run_dir} already holds a search ({META_NAME}/{JOURNAL_NAME}); continue it with "
-                    f"`bench search --resume {run_dir}` or choose another output directory"
+                raise SearchExistsError(
+                    f"{run_dir} already holds a search ({META_NAME}/{JOURNAL_NAME}); resume it or choose another "
+                    "output directory"
                 )
             if meta.created_at is None:
                 meta = SearchMeta.from_dict({**meta.to_dict(), "created_at": time.time()})

@@ -79,7 +79,6 @@ class SearchResult:
     interrupted: bool = False
     exhausted: bool = False
     n_new: int = 0
-    resume_hint: str = ""
 
     @property
     def best(self) -> Optional[Trial]:
@@ -374,7 +373,7 @@ def run_search(
 
     Ctrl-C stops the search: running trials stay RUNNING in the journal (they run again on
     resume), the lock is kept until the caller closes the journal, and the result has
-    ``interrupted=True`` and a ``resume_hint``. It returns instead of re-raising.
+    ``interrupted=True``. It returns instead of re-raising.
     """
     if not isinstance(strategy, Strategy):
         raise ConfigError(f"run_search needs a Strategy, got {type(strategy).__name__}")
@@ -493,11 +492,9 @@ def run_search(
         executor.shutdown()
 
     trials = journal.trials()
-    hint = ""
     if interrupted:
         running = [t.id for t in trials if t.state is TrialState.RUNNING]
-        hint = f"bench search --resume {run_dir}"
-        log.warning("search interrupted; %d trial(s) %s will run again on resume: %s", len(running), running, hint)
-    return SearchResult(trials=trials, run_dir=run_dir, interrupted=interrupted, exhausted=exhausted,
-                        n_new=n_new, resume_hint=hint)
+        log.warning("search in %s interrupted; %d trial(s) %s will run again when it is resumed",
+                    run_dir, len(running), running)
+    return SearchResult(trials=trials, run_dir=run_dir, interrupted=interrupted, exhausted=exhausted, n_new=n_new)
 

@@ -75,7 +75,7 @@ def test_keyboard_interrupt_stops_cleanly_and_the_search_resumes(tmp_path):
     with journal:
         result = run_search(objective, strategy_for(meta), journal, n_trials=5)
     assert result.interrupted
-    assert result.resume_hint == f"bench search --resume {tmp_path}"
+    assert result.run_dir == str(tmp_path)
     assert [t.state for t in result.trials] == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.RUNNING]
 
     with Journal.resume(tmp_path, meta) as journal:
@@ -264,6 +264,26 @@ def test_compare_strategies_counts_trials_to_the_target(grid_run):
     # Within 0 of the best, random search needs the rank of the optimum in its permutation.
     exact = compare_strategies(ReplayObjective(grid_run), [StrategyConfig("r", "random")], seeds=2, within=0.0)
     assert exact["strategies"][0]["reached"] == 2
+
+
+def test_bench_search_adds_its_resume_flag_to_an_existing_search_error(grid_run, tmp_path, capsys):
+    argv = ["search", "--replay", str(grid_run), "--strategy", "random", "--trials", "2", "--out-dir", str(tmp_path),
+            "--name", "x", "--export-dir", str(tmp_path / "best"), "--json"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "already holds a search" in err and f"bench search --resume {tmp_path / 'x'}" in err
+
+
+def test_bench_search_checks_the_strategy_before_creating_the_search(grid_run, tmp_path, capsys):
+    space_file = tmp_path / "space.yaml"
+    space_file.write_text("dimensions:\n  lr: {type: real, low: 1.0e-4, high: 0.1, log: true}\n")
+    argv = ["search", "--replay", str(grid_run), "--strategy", "grid", "--space", str(space_file),
+            "--out-dir", str(tmp_path), "--name", "g", "--export-dir", str(tmp_path / "best")]
+    assert main(argv) == 2
+    assert "needs a discrete space" in capsys.readouterr().err
+    assert not (tmp_path / "g").exists()
 
 
 def test_parse_strategy_configs():

@@ -224,7 +224,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.live import Live
 
     from harness.config import TrainConfig
-    from search import Journal, load_meta, run_search, strategy_for
+    from search import Journal, SearchExistsError, load_meta, run_search, strategy_for
 
     # With --json, stdout carries only the summary; the live table goes to stderr.
     console = Console(stderr=args.json)
@@ -252,7 +252,10 @@ def run(args: argparse.Namespace) -> int:
     objective = _check_before_start(meta, run_dir, base, settings, n_trials, args)
     if meta.strategy == "bit":
         log.info("BiT-HyperRule for %s: %s", base.dataset, make_bit_summary(meta))
-    journal = Journal.resume(run_dir) if args.resume else Journal.create(run_dir, meta)
+    try:
+        journal = Journal.resume(run_dir) if args.resume else Journal.create(run_dir, meta)
+    except SearchExistsError as exc:
+        raise SearchExistsError(f"{exc} (resume it with `bench search --resume {run_dir}`)") from None
 
     devices = args.devices.split(",") if args.devices else None
     space_names = list(meta.build_space().names) if meta.strategy != "bit" else ["lr", "image_size", "epochs"]
@@ -290,7 +293,7 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, previous)
     console.print()
     if result.interrupted:
-        console.print(f"[yellow]interrupted[/yellow]; resume with: {result.resume_hint}")
+        console.print(f"[yellow]interrupted[/yellow]; resume with: bench search --resume {result.run_dir}")
         return 130
     best = result.best
     summary: dict[str, Any] = {"run_dir": str(run_dir), "strategy": meta.strategy,
