@@ -51,6 +51,22 @@ def test_search_package_never_imports_paddle():
     assert out.stdout.strip() == "False"
 
 
+def test_search_package_imports_nothing_from_the_layers_above_or_below():
+    import ast
+    from pathlib import Path
+
+    import search
+
+    imported = set()
+    for path in Path(search.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):  # lazy imports inside functions too
+            if isinstance(node, ast.Import):
+                imported |= {(path.name, alias.name.split(".")[0]) for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                imported.add((path.name, node.module.split(".")[0]))
+    assert not [(f, m) for f, m in imported if m in ("harness", "bench", "paddle", "kernels")]
+
+
 def test_to_python_converts_numpy_scalars():
     converted = to_python({"a": np.bool_(True), "b": np.float64(0.5), "c": np.int64(3), "d": [np.float32(1.5)]})
     assert converted == {"a": True, "b": 0.5, "c": 3, "d": [1.5]}
