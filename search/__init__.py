@@ -30,7 +30,7 @@ from .trial import Trial, TrialPruned, TrialState
 
 __all__ = [
     "Boolean", "Categorical", "Dimension", "FIXED_PARAMS", "Integer", "Journal", "JournalError", "Real",
-    "STRATEGIES", "SearchExistsError", "SearchMeta", "SearchResult", "Space", "Strategy", "Trial", "TrialContext", "TrialPruned",
-    "TrialState", "bit_rule", "current_trial", "default_space", "load_meta", "load_space", "load_trials",
-    "make_strategy", "point_key", "run_search", "strategy_for", "to_python",
+    "STRATEGIES", "SearchExistsError", "SearchMeta", "SearchResult", "Space", "Strategy", "Trial", "TrialContext",
+    "TrialPruned", "TrialState", "bit_rule", "current_trial", "default_space", "load_meta", "load_space",
+    "load_trials", "make_strategy", "point_key", "run_search", "strategy_for", "to_python",
 ]
