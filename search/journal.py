@@ -31,7 +31,6 @@ from typing import Any, Optional
 from common.errors import TlbenchError
 
 from .space import Space, to_python
-from .strategies import Strategy, make_strategy
 from .trial import Trial, TrialState
 
 log = logging.getLogger(__name__)
@@ -44,6 +43,10 @@ META_VERSION = 1
 
 class JournalError(TlbenchError):
     """A journal or its run directory cannot be used (locked, mismatched, corrupt)."""
+
+
+class SearchExistsError(JournalError):
+    """:meth:`Journal.create` was given a run directory that already holds a search."""
 
 
 @dataclass(frozen=True)
@@ -99,10 +102,6 @@ class SearchMeta:
     def build_space(self) -> Space:
         """The search space."""
         return Space.from_dict(self.space, where=META_NAME)
-
-    def build_strategy(self) -> Strategy:
-        """A fresh strategy as described (replay the journal's trials into it to resume)."""
-        return make_strategy(self.strategy, self.build_space(), seed=self.seed, **self.options)
 
 
 def read_records(path: str | Path) -> list[dict[str, Any]]:
@@ -192,15 +191,18 @@ class Journal:
     # Opening
     @classmethod
     def create(cls, run_dir: str | Path, meta: SearchMeta) -> "Journal":
-        """Start a new search in ``run_dir`` (created if needed); refuses a directory that already holds one."""
+        """Start a new search in ``run_dir`` (created if needed).
+
+        Raises SearchExistsError when the directory already holds a search (:meth:`resume` continues it).
+        """
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         lock = _acquire_lock(run_dir)
         try:
             if (run_dir / META_NAME).exists() or (run_dir / JOURNAL_NAME).exists():
-                raise JournalError(
-                    f"{run_dir} already holds a search ({META_NAME}/{JOURNAL_NAME}); continue it with "
-                    f"`bench search --resume {run_dir}` or choose another output directory"
+                raise SearchExistsError(
+                    f"{run_dir} already holds a search ({META_NAME}/{JOURNAL_NAME}); resume it or choose another "
+                    "output directory"
                 )
             if meta.created_at is None:
                 meta = SearchMeta.from_dict({**meta.to_dict(), "created_at": time.time()})
@@ -297,12 +299,6 @@ class Journal:
     def next_trial_id(self) -> int:
         """One more than the largest trial id so far (ids start at 1)."""
         return max((int(r["trial"]) for r in self._records), default=0) + 1
-
-    def rebuild_strategy(self) -> Strategy:
-        """A strategy from ``search.json`` with every finished trial told, in finishing order."""
-        strategy = self.meta.build_strategy()
-        strategy.replay(self.finished_trials())
-        return strategy
 
     # Closing
     def close(self) -> None:

@@ -29,13 +29,13 @@ import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, Protocol
 
 from common.errors import ConfigError, TlbenchError
 
-from .journal import Journal
+from .journal import Journal, SearchMeta
 from .space import to_python
-from .strategies import Strategy
+from .strategies import Strategy, make_strategy
 from .trial import Trial, TrialPruned, TrialState
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,6 @@ class SearchResult:
     interrupted: bool = False
     exhausted: bool = False
     n_new: int = 0
-    resume_hint: str = ""
 
     @property
     def best(self) -> Optional[Trial]:
@@ -90,6 +89,17 @@ class SearchResult:
     def count(self, state: TrialState) -> int:
         """Number of trials in ``state``."""
         return sum(t.state is state for t in self.trials)
+
+
+def strategy_for(meta: SearchMeta) -> Strategy:
+    """A fresh strategy as a search's metadata describes it: its name, space, seed and options.
+
+    To continue a search, hand it to :func:`run_search` with the search's journal, which tells
+    it the journal's finished trials first.
+    """
+    if not isinstance(meta, SearchMeta):
+        raise ConfigError(f"strategy_for needs a SearchMeta, got {type(meta).__name__}: {meta!r}")
+    return make_strategy(meta.strategy, meta.build_space(), seed=meta.seed, **meta.options)
 
 
 @dataclass
@@ -219,6 +229,18 @@ def _parse_result(result: Any) -> tuple[float, dict[str, Any], dict[str, float]]
     return value, dict(metrics), dict(timings)
 
 
+class _Executor(Protocol):
+    """Where trials run: what :func:`run_search` needs of an executor."""
+
+    def submit(self, slot: int, fn: Callable[..., Any], *args: Any) -> cf.Future:
+        """Run ``fn(*args)`` in worker ``slot``; the future holds its result (or the worker's failure)."""
+        ...
+
+    def shutdown(self, interrupt: bool = False) -> None:
+        """Release the workers; ``interrupt`` stops running calls instead of waiting for them."""
+        ...
+
+
 class _InlineExecutor:
     """Runs each trial in this process, at submit time (workers=1)."""
 
@@ -258,11 +280,12 @@ class _ProcessExecutor:
         try:
             return self._pool(slot).submit(fn, *args)
         except cf.process.BrokenProcessPool:
-            self._pools[slot] = None
+            # The slot's worker died (its trial has already failed): start a fresh one.
+            self.reset(slot)
             return self._pool(slot).submit(fn, *args)
 
     def reset(self, slot: int) -> None:
-        """Drop a slot's broken pool; the next submit starts a fresh process."""
+        """Drop a slot's pool; the next submit starts a fresh process."""
         pool = self._pools[slot]
         self._pools[slot] = None
         if pool is not None:
@@ -293,11 +316,15 @@ class _RayExecutor:
         self._owns_connection = not ray.is_initialized()
         if self._owns_connection:
             ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
-        self._remote = ray.remote(num_cpus=1, num_gpus=gpus_per_trial, max_retries=0)(_execute_trial)
+        self._task_options = {"num_cpus": 1, "num_gpus": gpus_per_trial, "max_retries": 0}
+        self._remotes: dict[Callable[..., Any], Any] = {}  # fn -> its Ray remote function
         self._refs: list[Any] = []
 
     def submit(self, slot: int, fn: Callable[..., Any], *args: Any) -> cf.Future:
-        ref = self._remote.remote(*args)
+        remote = self._remotes.get(fn)
+        if remote is None:
+            remote = self._remotes[fn] = self._ray.remote(**self._task_options)(fn)
+        ref = remote.remote(*args)
         self._refs.append(ref)
         return ref.future()
 
@@ -331,9 +358,9 @@ def run_search(
 
     - ``n_trials``: total finished trials wanted in the journal, counting those of earlier runs
       (so a resume with the same number finishes the search); ``None`` runs until the strategy
-      is exhausted (discrete spaces only).
+      is exhausted (only when its ``max_points`` is bounded).
     - The journal's finished trials are told to ``strategy`` first (those it was not told yet),
-      so a fresh strategy and one rebuilt with ``journal.rebuild_strategy()`` both work. Trials
+      so a fresh strategy (e.g. ``strategy_for(journal.meta)``) continues the search. Trials
       left RUNNING by an interrupted run are run again first, under their old ids.
     - ``workers``: trials at a time. ``workers=1`` without ``devices`` runs in this process;
       otherwise each worker slot is a spawned process (the objective must be picklable), a new
@@ -346,7 +373,7 @@ def run_search(
 
     Ctrl-C stops the search: running trials stay RUNNING in the journal (they run again on
     resume), the lock is kept until the caller closes the journal, and the result has
-    ``interrupted=True`` and a ``resume_hint``. It returns instead of re-raising.
+    ``interrupted=True``. It returns instead of re-raising.
     """
     if not isinstance(strategy, Strategy):
         raise ConfigError(f"run_search needs a Strategy, got {type(strategy).__name__}")
@@ -356,8 +383,9 @@ def run_search(
         raise ConfigError(f"the objective must be callable, got {objective!r}")
     if n_trials is not None and (isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1):
         raise ConfigError(f"n_trials must be a positive integer or None, got {n_trials!r}")
-    if n_trials is None and not strategy.space.is_discrete and strategy.name not in ("fixed", "bit"):
-        raise ConfigError("n_trials is required when the space has continuous dimensions")
+    if n_trials is None and strategy.max_points is None:
+        raise ConfigError(f"n_trials is required: the {strategy.name} strategy has no bound on how many points "
+                          "it proposes (max_points is None, as on a space with continuous dimensions)")
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"workers must be a positive integer, got {workers!r}")
     if devices is not None:
@@ -378,8 +406,9 @@ def run_search(
     if retry:
         log.info("running %d interrupted trial(s) again: %s", len(retry), [t.id for t in retry])
 
+    executor: _Executor
     if backend == "ray":
-        executor: Any = _RayExecutor(ray_address, ray_gpus_per_trial)
+        executor = _RayExecutor(ray_address, ray_gpus_per_trial)
     elif workers == 1 and devices is None:
         executor = _InlineExecutor()
     else:
@@ -415,8 +444,7 @@ def run_search(
         except KeyboardInterrupt:
             raise
         except BaseException as exc:  # noqa: BLE001 - a dead worker process fails its trial only
-            if isinstance(executor, _ProcessExecutor):
-                executor.reset(trial.worker)
+            # The executor replaces a dead worker at the slot's next submit.
             outcome = _Outcome(TrialState.FAILED.value, error=f"worker failed: {type(exc).__name__}: {exc}",
                                traceback="".join(traceback.format_exception(exc)),
                                started_at=trial.started_at or time.time(), finished_at=time.time())
@@ -464,11 +492,9 @@ def run_search(
         executor.shutdown()
 
     trials = journal.trials()
-    hint = ""
     if interrupted:
         running = [t.id for t in trials if t.state is TrialState.RUNNING]
-        hint = f"bench search --resume {run_dir}"
-        log.warning("search interrupted; %d trial(s) %s will run again on resume: %s", len(running), running, hint)
-    return SearchResult(trials=trials, run_dir=run_dir, interrupted=interrupted, exhausted=exhausted,
-                        n_new=n_new, resume_hint=hint)
+        log.warning("search in %s interrupted; %d trial(s) %s will run again when it is resumed",
+                    run_dir, len(running), running)
+    return SearchResult(trials=trials, run_dir=run_dir, interrupted=interrupted, exhausted=exhausted, n_new=n_new)
 

@@ -1,4 +1,4 @@
-"""Search spaces: named dimensions, YAML loading, grid enumeration, skopt conversion.
+"""Search spaces: named dimensions, YAML loading, grid enumeration.
 
 A :class:`Space` is an ordered mapping of ``name -> dimension``; every name is a
 ``TrainConfig`` field, so a point of the space is applied to a base config with
@@ -7,9 +7,9 @@ A :class:`Space` is an ordered mapping of ``name -> dimension``; every name is a
 - :class:`Real` ``(low, high, log=False)``: continuous; ``log=True`` samples log-uniformly.
 - :class:`Integer` ``(low, high, log=False)``: every integer in ``[low, high]``.
 - :class:`Categorical` ``(choices)``: a finite list of values (numbers, strings or booleans).
-  When every choice is a number, the choices are *ordinal*: the Bayesian strategy models them
-  by their rank in sorted order (so ``lr`` in {1e-4 ... 0.1} keeps its ordering instead of being
-  one-hot encoded).
+  When every choice is a number, the choices are *ordinal* (``Categorical.ordinal``): a
+  model-based strategy may treat them by their rank in sorted order (so ``lr`` in
+  {1e-4 ... 0.1} keeps its ordering instead of being one-hot encoded).
 - :class:`Boolean` ``()``: ``False`` / ``True``.
 
 Values handed out by this module are always plain Python ``bool``/``int``/``float``/``str``
@@ -72,7 +72,7 @@ def point_key(params: Mapping[str, Any]) -> str:
     """Canonical string identifying a point: sorted keys, floats rounded to 12 significant digits.
 
     Two parameter dicts that differ only by float noise in the last bits (e.g. after a JSON round
-    trip or an skopt transform) get the same key; this is what deduplication and replay use.
+    trip or a strategy's own value transform) get the same key; this is what deduplication and replay use.
     """
     canon = {}
     for name, value in params.items():
@@ -117,17 +117,6 @@ class Dimension:
         """JSON-safe description, the inverse of :func:`dimension_from_dict`."""
         raise NotImplementedError
 
-    # skopt conversion: ``to_skopt`` builds the skopt dimension, ``from_skopt`` maps an skopt
-    # value back to ours and ``to_skopt_value`` maps ours to skopt's.
-    def to_skopt(self) -> Any:
-        raise NotImplementedError
-
-    def from_skopt(self, value: Any) -> ParamValue:
-        raise NotImplementedError
-
-    def to_skopt_value(self, value: Any) -> Any:
-        raise NotImplementedError
-
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Dimension) and self.to_dict() == other.to_dict()
 
@@ -170,18 +159,6 @@ class Real(Dimension):
     def to_dict(self) -> dict[str, Any]:
         return {"type": self.kind, "low": self.low, "high": self.high, "log": self.log}
 
-    def to_skopt(self) -> Any:
-        from skopt.space import Real as SkReal
-
-        return SkReal(self.low, self.high, prior="log-uniform" if self.log else "uniform")
-
-    def from_skopt(self, value: Any) -> float:
-        # skopt may step a hair outside the bounds after its transform round trip.
-        return float(min(max(float(value), self.low), self.high))
-
-    def to_skopt_value(self, value: Any) -> float:
-        return float(value)
-
 
 class Integer(Dimension):
     """Every integer in ``[low, high]``; ``log=True`` samples log-uniformly (needs ``low > 0``)."""
@@ -223,17 +200,6 @@ class Integer(Dimension):
     def to_dict(self) -> dict[str, Any]:
         return {"type": self.kind, "low": self.low, "high": self.high, "log": self.log}
 
-    def to_skopt(self) -> Any:
-        from skopt.space import Integer as SkInteger
-
-        return SkInteger(self.low, self.high, prior="log-uniform" if self.log else "uniform")
-
-    def from_skopt(self, value: Any) -> int:
-        return int(min(max(int(round(float(value))), self.low), self.high))
-
-    def to_skopt_value(self, value: Any) -> int:
-        return int(value)
-
 
 class Categorical(Dimension):
     """A finite list of distinct choices; numeric choices are ordinal (see the module docstring)."""
@@ -256,8 +222,6 @@ class Categorical(Dimension):
             raise ConfigError(f"Categorical choices must be distinct, got {values!r}")
         self.choices: tuple[ParamValue, ...] = tuple(values)
         self.ordinal = all(_is_number(v) for v in values) and len(values) > 1
-        # Rank order used by the Bayesian model for numeric choices.
-        self._sorted = tuple(sorted(values)) if self.ordinal else self.choices
 
     @property
     def is_discrete(self) -> bool:
@@ -278,38 +242,11 @@ class Categorical(Dimension):
     def to_dict(self) -> dict[str, Any]:
         return {"type": self.kind, "choices": list(self.choices)}
 
-    def to_skopt(self) -> Any:
-        from skopt.space import Categorical as SkCategorical
-        from skopt.space import Integer as SkInteger
+    def canonical(self, value: Any) -> ParamValue:
+        """The choice equal to ``value`` (``1`` gives the choice ``1.0``; float noise is forgiven).
 
-        if len(self.choices) == 1:
-            return SkCategorical(list(self.choices))
-        if self.ordinal:
-            return SkInteger(0, len(self._sorted) - 1)
-        if all(isinstance(c, bool) for c in self.choices):
-            return SkInteger(0, len(self.choices) - 1)
-        return SkCategorical([json.dumps(c) for c in self.choices])
-
-    def from_skopt(self, value: Any) -> ParamValue:
-        if len(self.choices) == 1:
-            return self.choices[0]
-        if self.ordinal:
-            return self._sorted[int(round(float(value)))]
-        if all(isinstance(c, bool) for c in self.choices):
-            return self.choices[int(round(float(value)))]
-        return json.loads(str(value))
-
-    def to_skopt_value(self, value: Any) -> Any:
-        value = self._canonical(value)
-        if len(self.choices) == 1:
-            return value
-        if self.ordinal:
-            return self._sorted.index(value)
-        if all(isinstance(c, bool) for c in self.choices):
-            return self.choices.index(value)
-        return json.dumps(value)
-
-    def _canonical(self, value: Any) -> ParamValue:
+        Raises ConfigError naming the value and the choices when there is none.
+        """
         value = to_python(value)
         for c in self.choices:
             if type(c) is type(value) and c == value:
@@ -467,21 +404,8 @@ class Space:
             value = to_python(params[name])
             if not dim.contains(value):
                 raise ConfigError(f"{name}={value!r} is outside its dimension {dim!r}")
-            out[name] = dim._canonical(value) if isinstance(dim, Categorical) else value
+            out[name] = dim.canonical(value) if isinstance(dim, Categorical) else value
         return out
-
-    # skopt
-    def to_skopt(self) -> list[Any]:
-        """skopt dimensions in order (numeric categoricals become rank-index Integers)."""
-        return [d.to_skopt() for _, d in self.dimensions]
-
-    def from_skopt(self, x: list[Any]) -> dict[str, ParamValue]:
-        """Our point (plain Python values) from an skopt point."""
-        return {n: d.from_skopt(v) for (n, d), v in zip(self.dimensions, x)}
-
-    def to_skopt_point(self, params: Mapping[str, Any]) -> list[Any]:
-        """skopt point from our point."""
-        return [d.to_skopt_value(params[n]) for n, d in self.dimensions]
 
     # Serialisation
     def to_dict(self) -> dict[str, dict[str, Any]]:

@@ -21,19 +21,20 @@ On a discrete space no strategy ever hands out a point that was already told or 
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Optional
+from typing import Any, ClassVar, NamedTuple, Optional
 
 import numpy as np
 
 from common.errors import ConfigError
 
-from .space import Space, point_key, to_python
+from .space import Categorical, Dimension, Integer, ParamValue, Real, Space, point_key, to_python
 from .trial import Trial, TrialState
 
 log = logging.getLogger(__name__)
@@ -134,10 +135,19 @@ class Strategy(ABC):
         return len(self._pending)
 
     @property
+    def max_points(self) -> Optional[int]:
+        """How many points this strategy can ever propose; ``None`` when there is no such bound.
+
+        By default the size of a discrete space (no point is proposed twice) and ``None`` on a
+        space with continuous dimensions; a strategy that proposes a fixed set of points says so.
+        """
+        return self.space.size()
+
+    @property
     def remaining(self) -> Optional[int]:
-        """Points neither told nor pending on a discrete space; ``None`` on a continuous one."""
-        size = self.space.size()
-        return None if size is None else max(0, size - len(self._told) - len(self._pending))
+        """Points still to propose (:attr:`max_points` less those told or pending); ``None`` when unbounded."""
+        bound = self.max_points
+        return None if bound is None else max(0, bound - len(self._told) - len(self._pending))
 
     # Internals
     def _tell(self, params: Mapping[str, Any], value: Optional[float], fit: bool) -> None:
@@ -180,6 +190,11 @@ class FixedStrategy(Strategy):
         if params is not None and not isinstance(params, Mapping):
             raise ConfigError(f"fixed strategy: params must be a mapping, got {params!r}")
         self.params = to_python(dict(params if params is not None else FIXED_PARAMS))
+
+    @property
+    def max_points(self) -> int:
+        """One: the fixed point."""
+        return 1
 
     def _propose(self, n: int) -> list[dict[str, Any]]:
         return [dict(self.params)] if self._is_free(self.params) and not self._told else []
@@ -262,6 +277,66 @@ class RandomStrategy(Strategy):
         return out
 
 
+class SkoptDimension(NamedTuple):
+    """One dimension of a space as scikit-optimize sees it, and the maps of values both ways."""
+
+    dimension: Any  # the skopt.space dimension
+    to_skopt: Callable[[Any], Any]  # our value -> skopt's
+    from_skopt: Callable[[Any], ParamValue]  # skopt's value (numpy scalars welcome) -> ours, plain Python
+
+
+def skopt_dimension(dim: Dimension) -> SkoptDimension:
+    """The scikit-optimize dimension that stands for ``dim``, with its value maps.
+
+    - :class:`~search.space.Real` and :class:`~search.space.Integer` become skopt's namesakes
+      (``log=True``: log-uniform prior); values coming back are clipped to the bounds, because
+      skopt may step a hair outside them after its transform round trip.
+    - A numeric (ordinal) :class:`~search.space.Categorical` becomes an skopt ``Integer`` over the
+      rank of its choices in sorted order, so the model keeps their ordering; a categorical of
+      booleans (:class:`~search.space.Boolean`) an ``Integer`` over the choice index; one with a
+      single choice a one-value skopt ``Categorical``; any other an skopt ``Categorical`` of the
+      choices' JSON texts (so mixed types come back with their type).
+
+    Raises ConfigError when ``dim`` is not a dimension kind this mapping knows.
+    """
+    from skopt.space import Categorical as SkCategorical  # lazy: skopt/sklearn take a second to import
+    from skopt.space import Integer as SkInteger
+    from skopt.space import Real as SkReal
+
+    if isinstance(dim, Real):
+        return SkoptDimension(
+            SkReal(dim.low, dim.high, prior="log-uniform" if dim.log else "uniform"),
+            lambda value: float(value),
+            lambda value: float(min(max(float(value), dim.low), dim.high)),
+        )
+    if isinstance(dim, Integer):
+        return SkoptDimension(
+            SkInteger(dim.low, dim.high, prior="log-uniform" if dim.log else "uniform"),
+            lambda value: int(value),
+            lambda value: int(min(max(int(round(float(value))), dim.low), dim.high)),
+        )
+    if isinstance(dim, Categorical):
+        choices = dim.choices
+        if len(choices) == 1:
+            return SkoptDimension(SkCategorical(list(choices)), dim.canonical, lambda value: choices[0])
+        if dim.ordinal or all(isinstance(c, bool) for c in choices):
+            order = tuple(sorted(choices)) if dim.ordinal else choices
+            return SkoptDimension(
+                SkInteger(0, len(order) - 1),
+                lambda value: order.index(dim.canonical(value)),
+                lambda value: order[int(round(float(value)))],
+            )
+        return SkoptDimension(
+            SkCategorical([json.dumps(c) for c in choices]),
+            lambda value: json.dumps(dim.canonical(value)),
+            lambda value: json.loads(str(value)),
+        )
+    raise ConfigError(
+        f"the bayes strategy models Real, Integer, Categorical and Boolean dimensions, "
+        f"got {dim!r} of type {type(dim).__name__}"
+    )
+
+
 BAYES_ACQ_FUNCS = ("gp_hedge", "EI", "LCB", "PI")
 BAYES_LIARS = ("cl_min", "cl_mean", "cl_max")
 
@@ -316,9 +391,10 @@ class BayesStrategy(Strategy):
         from skopt import Optimizer  # lazy: skopt/sklearn take a second to import
 
         self.acq_func, self.liar, self.max_retries = acq_func, liar, max_retries
+        self._skopt = [(name, skopt_dimension(dim)) for name, dim in space.items()]
         self._rng = np.random.default_rng(self.seed)
         self._opt = Optimizer(
-            space.to_skopt(),
+            [sk.dimension for _, sk in self._skopt],
             base_estimator=base_estimator,
             n_initial_points=n_initial_points,
             acq_func=acq_func,
@@ -331,9 +407,15 @@ class BayesStrategy(Strategy):
         self.n_repeated = 0  # repeated proposals answered from the journal
         self.n_fallbacks = 0  # random points used after max_retries
 
+    def _to_skopt(self, params: Mapping[str, Any]) -> list[Any]:
+        return [sk.to_skopt(params[name]) for name, sk in self._skopt]
+
+    def _from_skopt(self, x: list[Any]) -> dict[str, Any]:
+        return {name: sk.from_skopt(v) for (name, sk), v in zip(self._skopt, x)}
+
     def _observe(self, params: dict[str, Any], value: float, fit: bool) -> None:
         with _quiet():
-            self._opt.tell(self.space.to_skopt_point(params), -value, fit=fit)
+            self._opt.tell(self._to_skopt(params), -value, fit=fit)
 
     def _lie(self) -> float:
         yi = self._opt.yi
@@ -347,7 +429,7 @@ class BayesStrategy(Strategy):
         with _quiet():
             if pending:
                 opt = self._opt.copy(random_state=int(self._rng.integers(2**31 - 1)))
-                opt.tell([self.space.to_skopt_point(p) for p in pending], [self._lie()] * len(pending))
+                opt.tell([self._to_skopt(p) for p in pending], [self._lie()] * len(pending))
             if n == 1:
                 return [opt.ask()]
             return opt.ask(n_points=n, strategy=self.liar)
@@ -362,14 +444,14 @@ class BayesStrategy(Strategy):
         while len(out) < n and retries <= self.max_retries:
             repeated = False
             for x in self._ask_skopt(n - len(out), out):
-                params = self.space.from_skopt(x)
+                params = self._from_skopt(x)
                 key = point_key(params)
                 if key in self._told:
                     # Answer from the journal instead of spending a trial on it.
                     self.n_repeated += 1
                     repeated = True
                     with _quiet():
-                        self._opt.tell(self.space.to_skopt_point(params), -self._told[key])
+                        self._opt.tell(self._to_skopt(params), -self._told[key])
                 elif key in self._pending or key in keys:
                     repeated = True
                 else:
@@ -517,6 +599,11 @@ class BitStrategy(Strategy):
         if train_size is None or image_hw is None:
             raise ConfigError("the bit strategy needs the dataset's train_size and typical image_hw (height, width)")
         self.rule = bit_rule(train_size, image_hw, batch_size)
+
+    @property
+    def max_points(self) -> int:
+        """One: the rule's point."""
+        return 1
 
     def _propose(self, n: int) -> list[dict[str, Any]]:
         params = self.rule.params()

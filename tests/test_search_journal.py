@@ -14,9 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from common.errors import ConfigError
 from search.analytic import AnalyticObjective, analytic_value
-from search.journal import JOURNAL_NAME, LOCK_NAME, META_NAME, Journal, JournalError, SearchMeta, load_trials, read_records
-from search.runner import run_search
+from search.journal import (JOURNAL_NAME, LOCK_NAME, META_NAME, Journal, JournalError, SearchExistsError, SearchMeta,
+                            load_trials, read_records)
+from search.runner import run_search, strategy_for
 from search.space import Boolean, Categorical, Space, point_key
 from search.trial import TrialState
 
@@ -31,7 +33,7 @@ def small_meta(strategy: str = "grid", seed: int = 0) -> SearchMeta:
 def test_records_have_the_documented_keys(tmp_path):
     meta = small_meta()
     with Journal.create(tmp_path, meta) as journal:
-        run_search(AnalyticObjective(), meta.build_strategy(), journal, n_trials=2)
+        run_search(AnalyticObjective(), strategy_for(meta), journal, n_trials=2)
     records = [json.loads(line) for line in (tmp_path / JOURNAL_NAME).read_text().splitlines()]
     assert [r["state"] for r in records] == ["RUNNING", "COMPLETE", "RUNNING", "COMPLETE"]
     for key in ("trial", "state", "params", "value", "metrics", "error", "timings", "started_at", "finished_at", "worker"):
@@ -42,10 +44,26 @@ def test_records_have_the_documented_keys(tmp_path):
     assert stored["strategy"] == "grid" and stored["space"] == SMALL.to_dict() and stored["dataset"] == "demo"
 
 
+def test_the_journal_stores_trials_and_leaves_strategies_to_the_runner(tmp_path):
+    import inspect
+
+    import search.journal
+
+    assert "strategies" not in inspect.getsource(search.journal)
+    assert not hasattr(SearchMeta, "build_strategy") and not hasattr(Journal, "rebuild_strategy")
+    meta = small_meta(strategy="random", seed=3)
+    with Journal.create(tmp_path, meta) as journal:
+        run_search(AnalyticObjective(), strategy_for(meta), journal, n_trials=2)
+    strategy = strategy_for(SearchMeta.from_dict(json.loads((tmp_path / META_NAME).read_text())))
+    assert (strategy.name, strategy.seed, strategy.space) == ("random", 3, SMALL)
+    with pytest.raises(ConfigError, match="strategy_for needs a SearchMeta, got dict"):
+        strategy_for(meta.to_dict())
+
+
 def test_torn_last_line_is_skipped_with_a_warning_and_cut_on_resume(tmp_path, caplog):
     meta = small_meta()
     with Journal.create(tmp_path, meta) as journal:
-        run_search(AnalyticObjective(), meta.build_strategy(), journal, n_trials=2)
+        run_search(AnalyticObjective(), strategy_for(meta), journal, n_trials=2)
     path = tmp_path / JOURNAL_NAME
     with open(path, "ab") as f:
         f.write(b'{"trial": 3, "state": "RUNN')  # a write cut short by kill -9
@@ -55,7 +73,7 @@ def test_torn_last_line_is_skipped_with_a_warning_and_cut_on_resume(tmp_path, ca
     assert "torn last" in caplog.text
 
     with Journal.resume(tmp_path, meta) as journal:
-        result = run_search(AnalyticObjective(), journal.rebuild_strategy(), journal, n_trials=4)
+        result = run_search(AnalyticObjective(), strategy_for(journal.meta), journal, n_trials=4)
     assert [t.state for t in result.trials] == [TrialState.COMPLETE] * 4
     # Every line of the file parses again: the torn tail was cut before appending.
     assert len(read_records(path)) == len(path.read_text().splitlines()) == 8
@@ -80,8 +98,9 @@ def test_lock_stops_a_second_search_on_the_same_directory(tmp_path):
 
 def test_create_refuses_an_existing_search_and_resume_refuses_a_different_one(tmp_path):
     Journal.create(tmp_path, small_meta()).close()
-    with pytest.raises(JournalError, match="already holds a search.*--resume"):
+    with pytest.raises(SearchExistsError, match="already holds a search.*resume it or choose another") as info:
         Journal.create(tmp_path, small_meta())
+    assert "--" not in str(info.value)  # the CLI adds its flags itself
     with pytest.raises(JournalError, match=r"differs .* in \['seed', 'strategy'\]"):
         Journal.resume(tmp_path, small_meta("random", seed=3))
     with pytest.raises(JournalError, match="not a directory"):
@@ -93,12 +112,12 @@ KILL_SCRIPT = textwrap.dedent(
     import sys
     from search.analytic import AnalyticObjective
     from search.journal import Journal, SearchMeta
-    from search.runner import run_search
+    from search.runner import run_search, strategy_for
     from search.space import Space
 
     meta = SearchMeta.from_dict({"strategy": "grid", "space": %r, "seed": 0, "dataset": "demo"})
     with Journal.create(sys.argv[1], meta) as journal:
-        run_search(AnalyticObjective(sleep_s=0.3), meta.build_strategy(), journal, n_trials=6)
+        run_search(AnalyticObjective(sleep_s=0.3), strategy_for(meta), journal, n_trials=6)
     """
 )
 
@@ -132,7 +151,7 @@ def test_resume_after_sigkill_loses_nothing_and_reruns_the_interrupted_trial(tmp
 
     meta = small_meta()
     with Journal.resume(run_dir, meta) as journal:  # the killed process's lock is gone with it
-        result = run_search(AnalyticObjective(), journal.rebuild_strategy(), journal, n_trials=6)
+        result = run_search(AnalyticObjective(), strategy_for(journal.meta), journal, n_trials=6)
 
     after = {t.id: t for t in result.trials}
     assert sorted(after) == list(range(1, 7))

@@ -10,7 +10,7 @@ from bench.cli import main
 from bench.report import REPORT_JSON, REPORT_MD, convergence, pareto_front, write_report
 from search.analytic import AnalyticObjective, analytic_value
 from search.journal import Journal, SearchMeta
-from search.runner import run_search
+from search.runner import run_search, strategy_for
 from search.space import default_space
 from search.trial import Trial, TrialState
 
@@ -18,7 +18,7 @@ from search.trial import Trial, TrialState
 def make_run(path, strategy, n_trials=None, fail_on=None, **options):
     meta = SearchMeta(strategy=strategy, space=default_space(), seed=0, options=options, dataset="demo")
     with Journal.create(path, meta) as journal:
-        run_search(AnalyticObjective(fail_on=fail_on), meta.build_strategy(), journal, n_trials=n_trials)
+        run_search(AnalyticObjective(fail_on=fail_on), strategy_for(meta), journal, n_trials=n_trials)
     return path
 
 

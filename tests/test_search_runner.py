@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import json
+import operator
 import os
 import sys
+import types
 
 import pytest
 
@@ -13,7 +16,7 @@ from common.errors import ConfigError, TlbenchError
 from search.analytic import ANALYTIC_OPTIMUM, AnalyticObjective, analytic_value
 from search.journal import JOURNAL_NAME, Journal, SearchMeta, read_records
 from search.replay import ReplayObjective, StrategyConfig, compare_strategies, parse_strategy_configs
-from search.runner import current_trial, run_search
+from search.runner import current_trial, run_search, strategy_for
 from search.space import Boolean, Categorical, Space, default_space, point_key
 from search.trial import TrialPruned, TrialState
 
@@ -28,7 +31,7 @@ def start(tmp_path, strategy="grid", space=SMALL, **options):
 def test_failed_trial_is_journaled_with_its_error_and_the_search_goes_on(tmp_path):
     bad = SMALL.grid()[1]
     journal, meta = start(tmp_path)
-    strategy = meta.build_strategy()
+    strategy = strategy_for(meta)
     with journal:
         result = run_search(AnalyticObjective(fail_on=[bad]), strategy, journal)
     assert result.exhausted and len(result.trials) == 6
@@ -50,7 +53,7 @@ def test_non_finite_values_fail_and_pruned_trials_are_pruned(tmp_path):
 
     journal, meta = start(tmp_path)
     with journal:
-        result = run_search(objective, meta.build_strategy(), journal)
+        result = run_search(objective, strategy_for(meta), journal)
     states = {(t.params["lr"], t.params["mixup"]): t.state for t in result.trials}
     assert states[(0.1, False)] is TrialState.FAILED
     assert all(states[(lr, True)] is TrialState.PRUNED for lr in (0.1, 0.01, 0.001))
@@ -70,13 +73,13 @@ def test_keyboard_interrupt_stops_cleanly_and_the_search_resumes(tmp_path):
 
     journal, meta = start(tmp_path)
     with journal:
-        result = run_search(objective, meta.build_strategy(), journal, n_trials=5)
+        result = run_search(objective, strategy_for(meta), journal, n_trials=5)
     assert result.interrupted
-    assert result.resume_hint == f"bench search --resume {tmp_path}"
+    assert result.run_dir == str(tmp_path)
     assert [t.state for t in result.trials] == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.RUNNING]
 
     with Journal.resume(tmp_path, meta) as journal:
-        result = run_search(objective, journal.rebuild_strategy(), journal, n_trials=5)
+        result = run_search(objective, strategy_for(journal.meta), journal, n_trials=5)
     assert not result.interrupted
     assert [t.state for t in result.trials] == [TrialState.COMPLETE] * 5
     assert calls[3] == calls[2]  # the interrupted point ran first, under its old id
@@ -92,7 +95,7 @@ def test_objective_sees_its_trial_context(tmp_path):
 
     journal, meta = start(tmp_path)
     with journal:
-        run_search(objective, meta.build_strategy(), journal, n_trials=2)
+        run_search(objective, strategy_for(meta), journal, n_trials=2)
     assert [c.trial for c in seen] == [1, 2]
     assert seen[0].worker == 0 and seen[0].run_dir == str(tmp_path)
     assert current_trial() is None  # restored after each trial
@@ -101,7 +104,7 @@ def test_objective_sees_its_trial_context(tmp_path):
 def test_two_worker_processes_run_trials_in_parallel(tmp_path):
     journal, meta = start(tmp_path, strategy="random")
     with journal:
-        result = run_search(AnalyticObjective(sleep_s=0.5, record_context=True), meta.build_strategy(), journal,
+        result = run_search(AnalyticObjective(sleep_s=0.5, record_context=True), strategy_for(meta), journal,
                             n_trials=4, workers=2, devices=["dev0", "dev1"])
     trials = result.trials
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
@@ -119,7 +122,7 @@ def test_a_crashed_worker_fails_only_its_trial(tmp_path):
     crash = SMALL.grid()[0]
     journal, meta = start(tmp_path)
     with journal:
-        result = run_search(AnalyticObjective(crash_on=[crash]), meta.build_strategy(), journal, n_trials=3,
+        result = run_search(AnalyticObjective(crash_on=[crash]), strategy_for(meta), journal, n_trials=3,
                             workers=2, fresh_process=False)
     states = [t.state for t in result.trials]
     assert states[0] is TrialState.FAILED and "worker failed" in result.trials[0].error
@@ -130,7 +133,73 @@ def test_ray_backend_without_ray_says_how_to_install(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)
     journal, meta = start(tmp_path)
     with journal, pytest.raises(ConfigError, match="pip install 'ray"):
-        run_search(AnalyticObjective(), meta.build_strategy(), journal, n_trials=1, backend="ray")
+        run_search(AnalyticObjective(), strategy_for(meta), journal, n_trials=1, backend="ray")
+
+
+class FakeRay:
+    """Just enough of Ray's API to run tasks in this process; records the functions it ran."""
+
+    def __init__(self):
+        self.initialized = False
+        self.ran = []
+        self.task_options = []
+
+    def is_initialized(self):
+        return self.initialized
+
+    def init(self, **kwargs):
+        self.initialized = True
+
+    def shutdown(self):
+        self.initialized = False
+
+    def cancel(self, ref, force=False):
+        pass
+
+    def remote(self, **options):
+        self.task_options.append(options)
+
+        def wrap(fn):
+            fake = self
+
+            class RemoteFunction:
+                def remote(self, *args):
+                    fake.ran.append(fn)
+                    future = cf.Future()
+                    future.set_result(fn(*args))
+                    return types.SimpleNamespace(future=lambda: future)
+
+            return RemoteFunction()
+
+        return wrap
+
+
+def test_ray_executor_runs_the_function_it_is_given(monkeypatch):
+    from search.runner import _RayExecutor
+
+    fake = FakeRay()
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    executor = _RayExecutor(None, gpus_per_trial=0.5)
+    assert fake.initialized
+    assert executor.submit(0, operator.add, 2, 3).result() == 5
+    assert executor.submit(1, operator.mul, 2, 3).result() == 6
+    assert executor.submit(0, operator.add, 1, 1).result() == 2
+    assert fake.ran == [operator.add, operator.mul, operator.add]
+    assert fake.task_options == [{"num_cpus": 1, "num_gpus": 0.5, "max_retries": 0}] * 2  # one per function
+    executor.shutdown()
+    assert not fake.initialized  # the connection it opened is closed again
+
+
+def test_ray_backend_runs_each_trial_as_a_task(tmp_path, monkeypatch):
+    from search.runner import _execute_trial
+
+    fake = FakeRay()
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    journal, meta = start(tmp_path)
+    with journal:
+        result = run_search(AnalyticObjective(), strategy_for(meta), journal, n_trials=3, workers=2, backend="ray")
+    assert [t.state for t in result.trials] == [TrialState.COMPLETE] * 3
+    assert fake.ran == [_execute_trial] * 3 and not fake.initialized
 
 
 def test_run_search_validates_its_arguments(tmp_path):
@@ -139,7 +208,21 @@ def test_run_search_validates_its_arguments(tmp_path):
         for kwargs, match in (({"n_trials": 0}, "n_trials"), ({"workers": 0}, "workers"),
                               ({"workers": 2, "devices": ["0"]}, "devices"), ({"backend": "dask"}, "backend")):
             with pytest.raises(ConfigError, match=match):
-                run_search(AnalyticObjective(), meta.build_strategy(), journal, **kwargs)
+                run_search(AnalyticObjective(), strategy_for(meta), journal, **kwargs)
+
+
+def test_without_n_trials_a_search_runs_until_max_points(tmp_path):
+    from search.space import Real
+
+    continuous = Space({"lr": Real(1e-3, 0.1, log=True), "l2_decay": Categorical([1e-4]), "mixup": Boolean()})
+    fixed = {"lr": 0.01, "l2_decay": 1e-4, "mixup": False}
+    journal, meta = start(tmp_path / "fixed", strategy="fixed", space=continuous, params=fixed)
+    with journal:
+        result = run_search(AnalyticObjective(), strategy_for(meta), journal)
+    assert result.exhausted and [t.params for t in result.trials] == [fixed]
+    journal, meta = start(tmp_path / "random", strategy="random", space=continuous)
+    with journal, pytest.raises(ConfigError, match="n_trials is required: the random strategy"):
+        run_search(AnalyticObjective(), strategy_for(meta), journal)
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +230,7 @@ def grid_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("grid")
     meta = SearchMeta(strategy="grid", space=default_space(), dataset="demo")
     with Journal.create(run_dir, meta) as journal:
-        run_search(AnalyticObjective(), meta.build_strategy(), journal)
+        run_search(AnalyticObjective(), strategy_for(meta), journal)
     return run_dir
 
 
@@ -164,7 +247,7 @@ def test_replay_objective_answers_from_the_journal(grid_run):
 def test_replayed_search_reproduces_the_grid(grid_run, tmp_path):
     meta = SearchMeta(strategy="random", space=default_space(), seed=5)
     with Journal.create(tmp_path, meta) as journal:
-        result = run_search(ReplayObjective(grid_run), meta.build_strategy(), journal, n_trials=10)
+        result = run_search(ReplayObjective(grid_run), strategy_for(meta), journal, n_trials=10)
     assert all(t.value == pytest.approx(analytic_value(t.params)) for t in result.trials)
 
 
@@ -181,6 +264,26 @@ def test_compare_strategies_counts_trials_to_the_target(grid_run):
     # Within 0 of the best, random search needs the rank of the optimum in its permutation.
     exact = compare_strategies(ReplayObjective(grid_run), [StrategyConfig("r", "random")], seeds=2, within=0.0)
     assert exact["strategies"][0]["reached"] == 2
+
+
+def test_bench_search_adds_its_resume_flag_to_an_existing_search_error(grid_run, tmp_path, capsys):
+    argv = ["search", "--replay", str(grid_run), "--strategy", "random", "--trials", "2", "--out-dir", str(tmp_path),
+            "--name", "x", "--export-dir", str(tmp_path / "best"), "--json"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "already holds a search" in err and f"bench search --resume {tmp_path / 'x'}" in err
+
+
+def test_bench_search_checks_the_strategy_before_creating_the_search(grid_run, tmp_path, capsys):
+    space_file = tmp_path / "space.yaml"
+    space_file.write_text("dimensions:\n  lr: {type: real, low: 1.0e-4, high: 0.1, log: true}\n")
+    argv = ["search", "--replay", str(grid_run), "--strategy", "grid", "--space", str(space_file),
+            "--out-dir", str(tmp_path), "--name", "g", "--export-dir", str(tmp_path / "best")]
+    assert main(argv) == 2
+    assert "needs a discrete space" in capsys.readouterr().err
+    assert not (tmp_path / "g").exists()
 
 
 def test_parse_strategy_configs():
@@ -208,7 +311,7 @@ def test_ray_backend_on_a_local_cluster(tmp_path):
     try:
         journal, meta = start(tmp_path, strategy="random")
         with journal:
-            result = run_search(AnalyticObjective(sleep_s=0.2, record_context=True), meta.build_strategy(), journal,
+            result = run_search(AnalyticObjective(sleep_s=0.2, record_context=True), strategy_for(meta), journal,
                                 n_trials=4, workers=2, backend="ray")
     finally:
         ray.shutdown()
@@ -236,11 +339,11 @@ class SlowObjective:
 
 if __name__ == "__main__":
     from search.journal import Journal, SearchMeta
-    from search.runner import run_search
+    from search.runner import run_search, strategy_for
 
     meta = SearchMeta.from_dict({"strategy": "random", "space": %r, "seed": 0, "dataset": "demo"})
     with Journal.create(sys.argv[1], meta) as journal:
-        run_search(SlowObjective(sys.argv[2]), meta.build_strategy(), journal, n_trials=4, workers=2)
+        run_search(SlowObjective(sys.argv[2]), strategy_for(meta), journal, n_trials=4, workers=2)
 """
 
 
@@ -320,7 +423,7 @@ def test_compare_strategies_counts_missing_points_and_refuses_sparse_or_continuo
     def partial_grid(name, n_trials):
         journal, meta = start(tmp_path / name)
         with journal:
-            run_search(AnalyticObjective(), meta.build_strategy(), journal, n_trials=n_trials)
+            run_search(AnalyticObjective(), strategy_for(meta), journal, n_trials=n_trials)
         return ReplayObjective(tmp_path / name)
 
     configs = [StrategyConfig("random", "random")]

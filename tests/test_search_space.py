@@ -1,4 +1,4 @@
-"""Search spaces: the seed's grid, YAML space files, skopt conversion, JSON safety."""
+"""Search spaces: the seed's grid, YAML space files, JSON safety; no optimiser library behind them."""
 
 from __future__ import annotations
 
@@ -51,6 +51,22 @@ def test_search_package_never_imports_paddle():
     assert out.stdout.strip() == "False"
 
 
+def test_search_package_imports_nothing_from_the_layers_above_or_below():
+    import ast
+    from pathlib import Path
+
+    import search
+
+    imported = set()
+    for path in Path(search.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):  # lazy imports inside functions too
+            if isinstance(node, ast.Import):
+                imported |= {(path.name, alias.name.split(".")[0]) for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                imported.add((path.name, node.module.split(".")[0]))
+    assert not [(f, m) for f, m in imported if m in ("harness", "bench", "paddle", "kernels")]
+
+
 def test_to_python_converts_numpy_scalars():
     converted = to_python({"a": np.bool_(True), "b": np.float64(0.5), "c": np.int64(3), "d": [np.float32(1.5)]})
     assert converted == {"a": True, "b": 0.5, "c": 3, "d": [1.5]}
@@ -58,34 +74,13 @@ def test_to_python_converts_numpy_scalars():
     json.dumps(converted)
 
 
-def test_skopt_round_trip_is_exact_and_plain_python():
-    space = default_space().with_dimensions({"epochs": Integer(2, 9), "schedule": Categorical(["cosine", "step"])})
-    sk_dims = space.to_skopt()
-    assert len(sk_dims) == 6
-    rng = np.random.default_rng(0)
-    for _ in range(50):
-        point = space.sample(rng)
-        sk_point = space.to_skopt_point(point)
-        back = space.from_skopt([np.asarray(v).item() if not isinstance(v, str) else v for v in sk_point])
-        assert back == point
-        assert all(type(back[k]) is type(point[k]) for k in point)
-    # skopt hands out numpy scalars; ours come back as Python types.
-    from skopt import Optimizer
+def test_space_module_knows_no_optimiser_library():
+    import inspect
 
-    x = Optimizer(sk_dims, random_state=1).ask()
-    params = space.from_skopt(x)
-    assert space.validate(params) == params
-    assert {type(v) for v in params.values()} <= {bool, int, float, str}
+    import search.space
 
-
-def test_ordinal_categorical_is_a_rank_index_for_skopt():
-    from skopt.space import Integer as SkInteger
-
-    dim = Categorical([0.1, 0.01, 0.001])
-    sk = dim.to_skopt()
-    assert isinstance(sk, SkInteger) and (sk.low, sk.high) == (0, 2)
-    assert dim.to_skopt_value(0.001) == 0 and dim.to_skopt_value(0.1) == 2
-    assert dim.from_skopt(np.int64(1)) == 0.01
+    assert "skopt" not in inspect.getsource(search.space)
+    assert not [name for name in dir(Categorical) if "skopt" in name]
 
 
 def test_grid_refuses_continuous_spaces():

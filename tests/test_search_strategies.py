@@ -6,13 +6,14 @@ import dataclasses
 import json
 import math
 
+import numpy as np
 import pytest
 
 from harness.config import TrainConfig
 from common.errors import ConfigError
 from search.analytic import ANALYTIC_OPTIMUM, analytic_value
 from search.space import Boolean, Categorical, Integer, Real, Space, default_space, point_key
-from search.strategies import FIXED_PARAMS, STRATEGIES, BayesStrategy, bit_rule, make_strategy
+from search.strategies import FIXED_PARAMS, STRATEGIES, BayesStrategy, bit_rule, make_strategy, skopt_dimension
 from search.trial import Trial, TrialState
 
 TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -27,6 +28,16 @@ CONTRACT = [
     ("bayes", {"acq_func": "EI", "n_initial_points": 3}, True),
     ("bit", BIT_OPTIONS, False),
 ]
+#: max_points of each strategy on TINY and on a space with a continuous dimension (None: unbounded,
+#: "refuses": the strategy cannot be built there).
+MAX_POINTS = {
+    "fixed": (1, 1),
+    "grid": (TINY.size(), "refuses"),
+    "random": (TINY.size(), None),
+    "bayes": (TINY.size(), None),
+    "bit": (1, 1),
+}
+CONTINUOUS = Space({"lr": Real(1e-4, 1e-1, log=True), "mixup": Boolean()})
 
 
 def objective(params):
@@ -46,7 +57,7 @@ def drive(strategy, n):
 
 
 def test_contract_covers_every_strategy():
-    assert {name for name, _, _ in CONTRACT} == set(STRATEGIES)
+    assert {name for name, _, _ in CONTRACT} == set(STRATEGIES) == set(MAX_POINTS)
 
 
 @pytest.mark.parametrize("name, options, in_space", CONTRACT, ids=[c[0] for c in CONTRACT])
@@ -70,10 +81,26 @@ class TestStrategyContract:
         strategy = make_strategy(name, TINY, seed=1, **options)
         asked = drive(strategy, 10)
         assert len({point_key(p) for p in asked}) == len(asked)
-        expected = 1 if name in ("fixed", "bit") else TINY.size()
-        assert len(asked) == expected
+        assert len(asked) == strategy.max_points == MAX_POINTS[name][0]
+        assert strategy.remaining == 0
         assert strategy.ask() is None
         assert strategy.ask_batch(3) == []
+
+    def test_max_points_bounds_what_it_proposes(self, name, options, in_space):
+        tiny, continuous = MAX_POINTS[name]
+        strategy = make_strategy(name, TINY, seed=5, **options)
+        assert strategy.max_points == strategy.remaining == tiny
+        strategy.ask_batch(1)
+        assert strategy.remaining == tiny - 1  # the pending point counts
+        if continuous == "refuses":
+            with pytest.raises(ConfigError):
+                make_strategy(name, CONTINUOUS, seed=5, **options)
+            return
+        strategy = make_strategy(name, CONTINUOUS, seed=5, **options)
+        assert strategy.max_points == continuous
+        if continuous is None:
+            assert strategy.remaining is None
+            assert len(drive(strategy, 6)) == 6  # goes on as long as it is asked
 
     def test_pending_points_are_not_handed_out_twice(self, name, options, in_space):
         strategy = make_strategy(name, TINY, seed=2, **options)
@@ -81,7 +108,7 @@ class TestStrategyContract:
         more = strategy.ask_batch(3)
         keys = [point_key(p) for p in batch + more]
         assert len(set(keys)) == len(keys)
-        assert len(keys) == (1 if name in ("fixed", "bit") else TINY.size())
+        assert len(keys) == strategy.max_points
 
     def test_replay_rebuilds_the_state(self, name, options, in_space):
         first = make_strategy(name, TINY, seed=3, **options)
@@ -91,7 +118,7 @@ class TestStrategyContract:
         assert rebuilt.replay(trials) == len(trials)
         rest = drive(rebuilt, 10)
         assert not {point_key(p) for p in rest} & {point_key(p) for p in asked}
-        assert len(asked) + len(rest) == (1 if name in ("fixed", "bit") else TINY.size())
+        assert len(asked) + len(rest) == rebuilt.max_points
 
     def test_failure_is_told_as_a_penalty_and_never_revisited(self, name, options, in_space):
         strategy = make_strategy(name, TINY, seed=4, **options)
@@ -99,7 +126,7 @@ class TestStrategyContract:
         strategy.tell(first, 0.8)
         second = strategy.ask()
         if second is None:  # one-trial strategies
-            assert name in ("fixed", "bit")
+            assert strategy.max_points == 1
             return
         strategy.tell(second, None)
         assert strategy.penalty() == 0.8  # the worst value observed so far
@@ -185,6 +212,44 @@ def test_bayes_batch_ask_with_constant_liar_gives_distinct_points():
     assert strategy.n_pending == 3
     extra = strategy.ask()
     assert point_key(extra) not in {point_key(p) for p in batch}
+
+
+def test_skopt_round_trip_is_exact_and_plain_python():
+    space = default_space().with_dimensions({"epochs": Integer(2, 9), "schedule": Categorical(["cosine", "step"]),
+                                             "mixup_alpha": Real(0.1, 0.4), "warmup_epochs": Categorical([2])})
+    sk = [(name, skopt_dimension(dim)) for name, dim in space.items()]
+    assert len(sk) == 8
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        point = space.sample(rng)
+        sk_point = [d.to_skopt(point[name]) for name, d in sk]
+        back = {name: d.from_skopt(np.asarray(v).item() if not isinstance(v, str) else v)
+                for (name, d), v in zip(sk, sk_point)}
+        assert back == point
+        assert all(type(back[k]) is type(point[k]) for k in point)
+    # skopt hands out numpy scalars; ours come back as Python types.
+    from skopt import Optimizer
+
+    x = Optimizer([d.dimension for _, d in sk], random_state=1).ask()
+    params = {name: d.from_skopt(v) for (name, d), v in zip(sk, x)}
+    assert space.validate(params) == params
+    assert {type(v) for v in params.values()} <= {bool, int, float, str}
+
+
+def test_ordinal_categorical_is_a_rank_index_for_skopt():
+    from skopt.space import Integer as SkInteger
+
+    sk = skopt_dimension(Categorical([0.1, 0.01, 0.001]))
+    assert isinstance(sk.dimension, SkInteger) and (sk.dimension.low, sk.dimension.high) == (0, 2)
+    assert sk.to_skopt(0.001) == 0 and sk.to_skopt(0.1) == 2
+    assert sk.from_skopt(np.int64(1)) == 0.01
+
+
+def test_skopt_dimension_says_what_it_cannot_model():
+    with pytest.raises(ConfigError, match=r"got \(0.1, 0.2\) of type tuple"):
+        skopt_dimension((0.1, 0.2))
+    with pytest.raises(ConfigError, match="is not one of the choices"):
+        skopt_dimension(Boolean()).to_skopt("yes")
 
 
 @pytest.mark.parametrize(

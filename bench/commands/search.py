@@ -180,12 +180,13 @@ def _check_before_start(meta, run_dir: Path, base, settings, n_trials, args) -> 
 
     from harness import runtime
     from harness.predictor import PredictorOptions, check_backend
+    from search import strategy_for
 
     from bench.objective import EvalSettings, TrialObjective, cached_splits
 
     if n_trials is not None and n_trials < 1:
         raise ConfigError(f"--trials must be at least 1, got {n_trials}")
-    if n_trials is None and not meta.build_space().is_discrete and meta.strategy not in ("fixed", "bit"):
+    if n_trials is None and strategy_for(meta).max_points is None:
         raise ConfigError("--trials is needed: the search space has continuous dimensions")
     if args.search_workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {args.search_workers}")
@@ -223,7 +224,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.live import Live
 
     from harness.config import TrainConfig
-    from search import Journal, load_meta, run_search
+    from search import Journal, SearchExistsError, load_meta, run_search, strategy_for
 
     # With --json, stdout carries only the summary; the live table goes to stderr.
     console = Console(stderr=args.json)
@@ -251,7 +252,10 @@ def run(args: argparse.Namespace) -> int:
     objective = _check_before_start(meta, run_dir, base, settings, n_trials, args)
     if meta.strategy == "bit":
         log.info("BiT-HyperRule for %s: %s", base.dataset, make_bit_summary(meta))
-    journal = Journal.resume(run_dir) if args.resume else Journal.create(run_dir, meta)
+    try:
+        journal = Journal.resume(run_dir) if args.resume else Journal.create(run_dir, meta)
+    except SearchExistsError as exc:
+        raise SearchExistsError(f"{exc} (resume it with `bench search --resume {run_dir}`)") from None
 
     devices = args.devices.split(",") if args.devices else None
     space_names = list(meta.build_space().names) if meta.strategy != "bit" else ["lr", "image_size", "epochs"]
@@ -281,7 +285,7 @@ def run(args: argparse.Namespace) -> int:
                 live.update(render())
 
             result = run_search(
-                objective, journal.rebuild_strategy(), journal, n_trials=n_trials,
+                objective, strategy_for(journal.meta), journal, n_trials=n_trials,
                 workers=args.search_workers, devices=devices, backend="ray" if args.ray else "process",
                 ray_address=args.ray, on_trial_start=on_start, on_trial_end=on_end,
             )
@@ -289,7 +293,7 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, previous)
     console.print()
     if result.interrupted:
-        console.print(f"[yellow]interrupted[/yellow]; resume with: {result.resume_hint}")
+        console.print(f"[yellow]interrupted[/yellow]; resume with: bench search --resume {result.run_dir}")
         return 130
     best = result.best
     summary: dict[str, Any] = {"run_dir": str(run_dir), "strategy": meta.strategy,
