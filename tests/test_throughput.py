@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from bench import throughput as tp
+from bench.perf import throughput as tp
 from common.errors import ConfigError, DatasetError
 from harness.metrics import latency_summary
 

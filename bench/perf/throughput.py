@@ -68,7 +68,7 @@ LATENCY_KEYS = ("mean_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms")
 JPEG_SUFFIXES = (".jpg", ".jpeg")
 #: Images compared between ours and the baseline for the top-1 agreement check.
 AGREEMENT_IMAGES = 64
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_IMAGES_RELATIVE = Path("..") / "shared" / "datasets" / "flowers12"
 
 
