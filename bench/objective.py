@@ -107,7 +107,7 @@ class TrialObjective:
         t3 = time.perf_counter()
         latency: dict[str, Any] = {}
         if self.evaluation.latency_seconds > 0:
-            from bench.perf.throughput import quick_measurement
+            from bench.perf.quick import quick_measurement
 
             latency = quick_measurement(
                 exported.model_dir, batch_size=self.evaluation.latency_batch,

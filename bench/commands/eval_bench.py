@@ -55,7 +55,7 @@ def naive_preprocess(path: str, resize_short: int, crop: int, mean: np.ndarray, 
     """One image the way PaddleClas's deploy ops do it: cv2 read, BGR→RGB, numpy ops, CHW float32."""
     import cv2
 
-    from bench.perf.throughput import baseline_preprocess
+    from bench.perf.baseline import baseline_preprocess
 
     img = cv2.imread(path)
     if img is None:
