@@ -21,7 +21,10 @@ httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
-from bench.serve.app import ApiError, batch_buckets, bind_socket, image_header_size  # noqa: E402
+from bench.serve.app import bind_socket  # noqa: E402
+from bench.serve.batcher import batch_buckets  # noqa: E402
+from bench.serve.errors import ApiError  # noqa: E402
+from bench.serve.uploads import image_header_size  # noqa: E402
 from common.errors import ConfigError  # noqa: E402
 from harness.data import read_image_rgb  # noqa: E402
 from harness.export import ExportedModel, export  # noqa: E402
@@ -238,7 +241,7 @@ def test_health_and_metadata(server, exported):
 def test_a_failing_input_fails_only_its_own_request_of_the_batch():
     import asyncio
 
-    from bench.serve.app import DynamicBatcher
+    from bench.serve.batcher import DynamicBatcher
 
     def infer(tensors: list[np.ndarray]) -> np.ndarray:
         batch = np.stack(tensors)

@@ -14,7 +14,9 @@ log = logging.getLogger(__name__)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``bench serve``."""
-    from bench.serve.app import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, DEFAULT_MAX_QUEUE
+    from bench.serve.batcher import DEFAULT_MAX_QUEUE
+    from bench.serve.request_body import DEFAULT_MAX_BYTES
+    from bench.serve.uploads import DEFAULT_MAX_PIXELS
 
     parser.add_argument("--model", required=True, help="export directory (exported_models/X) or a PaddleClas inference dir")
     parser.add_argument("--host", default="127.0.0.1",
