@@ -117,7 +117,7 @@ def _dataset_metric(meta, base) -> str:
     """The dataset protocol's metric name (reading the file list is cheap; no images are decoded)."""
     if meta.extra.get("settings", {}).get("replay"):
         return "top1"
-    from bench.objective import cached_splits
+    from bench.pipeline.objective import cached_splits
 
     return cached_splits(base).metric
 
@@ -144,7 +144,7 @@ def _new_search(args: argparse.Namespace):
     if strategy == "bayes":
         options = {"acq_func": flag("acq_func"), "n_initial_points": flag("n_initial_points")}
     elif strategy == "bit":
-        from bench.objective import cached_splits
+        from bench.pipeline.objective import cached_splits
 
         splits = cached_splits(base)
         options = {"train_size": len(splits.train), "image_hw": list(_typical_image_hw(splits.train)),
@@ -181,7 +181,7 @@ def _check_before_start(meta, run_dir: Path, base, settings, n_trials, args) -> 
     from harness import runtime
     from harness.predictor import PredictorOptions, check_backend
 
-    from bench.objective import EvalSettings, TrialObjective, cached_splits
+    from bench.pipeline.objective import EvalSettings, TrialObjective, cached_splits
 
     if n_trials is not None and n_trials < 1:
         raise ConfigError(f"--trials must be at least 1, got {n_trials}")
@@ -339,7 +339,7 @@ def _finish(best, base, export_dir: Path, overwrite: bool, settings, run_dir: Pa
     from common.errors import TlbenchError
     from harness.export import ExportedModel, export
 
-    from bench.objective import EvalSettings, cached_splits, score_exported
+    from bench.pipeline.objective import EvalSettings, cached_splits, score_exported
 
     cfg = base.replace(**best.params)
     splits = cached_splits(cfg)

@@ -1,6 +1,6 @@
 """The search objective: fine-tune on train → export → score the exported model on val.
 
-It lives in ``bench`` because it joins the two lower layers: ``search`` calls it
+It lives in ``bench.pipeline`` because it joins the two lower layers: ``search`` calls it
 without knowing Paddle, and it calls ``harness`` without knowing the search.
 """
 
