@@ -10,6 +10,8 @@ import argparse
 
 from harness.config import TrainConfig
 
+from ._args import add_dataset_arguments
+
 # flag dest → TrainConfig field (same name unless listed).
 _FIELDS = [
     "dataset", "data_root", "train_list", "val_list", "test_list", "model", "pretrained", "lr", "l2_decay",
@@ -22,8 +24,7 @@ def add_train_arguments(parser: argparse.ArgumentParser, *, search: bool = False
     """Add the TrainConfig flags (every default is None so that unset flags do not override YAML)."""
     g = parser.add_argument_group("data")
     g.add_argument("--config", help="YAML file of TrainConfig fields (flags override it)")
-    g.add_argument("--dataset", help="demo, folder, list, flowers102, pets, dtd, aircraft, cars, caltech101, food101, sun397")
-    g.add_argument("--data-root", help="dataset folder (not needed for demo)")
+    add_dataset_arguments(g)
     g.add_argument("--train-list", help="PaddleClas list file for --dataset list")
     g.add_argument("--val-list", help="PaddleClas list file for --dataset list")
     g.add_argument("--test-list", help="PaddleClas list file for --dataset list")

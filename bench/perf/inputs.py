@@ -6,13 +6,12 @@ import logging
 from pathlib import Path
 from typing import Optional
 
+from bench.paths import BENCHMARK_DATASET_RELATIVE, REPO_ROOT
 from common.errors import DatasetError
 
 log = logging.getLogger(__name__)
 
 JPEG_SUFFIXES = (".jpg", ".jpeg")
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_IMAGES_RELATIVE = Path("..") / "shared" / "datasets" / "flowers12"
 
 
 def resolve_images_dir(images_dir: Optional[str]) -> Path:
@@ -29,7 +28,8 @@ def resolve_images_dir(images_dir: Optional[str]) -> Path:
         if not path.is_dir():
             raise DatasetError(f"--images {path} is not a directory (expected a folder of JPEG files)")
         return path
-    candidates = [(REPO_ROOT / DEFAULT_IMAGES_RELATIVE).resolve(), (Path.cwd() / DEFAULT_IMAGES_RELATIVE).resolve()]
+    candidates = [(REPO_ROOT / BENCHMARK_DATASET_RELATIVE).resolve(),
+                  (Path.cwd() / BENCHMARK_DATASET_RELATIVE).resolve()]
     for candidate in candidates:
         if candidate.is_dir():
             return candidate
