@@ -25,10 +25,12 @@ sys.path.insert(0, str(REPO_ROOT))
 from kernels import reference  # noqa: E402
 from kernels.cuda import library_path, preprocess_cuda  # noqa: E402
 
+from bench.paths import BENCHMARK_DATASET  # noqa: E402
+
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 ONE_LEVEL = 1.0 / 255.0 / min(STD)
-FLOWERS = REPO_ROOT / ".." / "shared" / "datasets" / "flowers12"
+FLOWERS = BENCHMARK_DATASET
 ODD_SIZES = [(1, 1), (3000, 20), (20, 3000), (17, 5), (5, 17), (2, 3), (224, 224), (375, 500), (512, 768), (1500, 2000)]
 
 

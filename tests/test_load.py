@@ -10,7 +10,7 @@ pytest.importorskip("paddle")
 pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 
-from bench.load import load_images, parse_concurrency, run_load  # noqa: E402
+from bench.perf.load import load_images, parse_concurrency, run_load  # noqa: E402
 from common.errors import ConfigError  # noqa: E402
 from test_serve import exported, image_paths, server  # noqa: E402,F401  (module fixtures)
 

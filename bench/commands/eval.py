@@ -8,6 +8,8 @@ from pathlib import Path
 
 from common.errors import ConfigError
 
+from ._args import add_dataset_arguments
+
 NAME = "eval"
 HELP = "evaluate an exported model on a dataset split with Paddle Inference; writes eval.json"
 EVAL_FILE = "eval.json"
@@ -71,8 +73,7 @@ def calibration_images(args: argparse.Namespace, splits, count: int = 16) -> lis
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``bench eval``."""
     parser.add_argument("--model", required=True, help="export directory (exported_models/X) or a PaddleClas inference dir")
-    parser.add_argument("--dataset", required=True, help="dataset name (folder, list, demo, flowers102, ...)")
-    parser.add_argument("--data-root", default=None, help="dataset root directory")
+    add_dataset_arguments(parser, required=True)
     parser.add_argument("--train-list", default=None, help="train list file (--dataset list)")
     parser.add_argument("--val-list", default=None, help="val list file (--dataset list)")
     parser.add_argument("--test-list", default=None, help="test list file (--dataset list)")

@@ -27,12 +27,15 @@ import numpy as np
 
 from common.errors import ConfigError
 
+from bench.paths import BENCHMARK_DATASET
+
+from ._args import add_dataset_arguments
 from .eval import add_predictor_arguments, predictor_options
 
 NAME = "eval-bench"
 HELP = "benchmark exported evaluation: our pipeline vs the naive cv2/numpy loop (img/s and ratio)"
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_DATA_ROOT = REPO_ROOT.parent / "shared" / "datasets" / "flowers12"
+# Without --dataset/--data-root: the benchmark image set as a folder dataset.
+DEFAULT_DATASET = "folder"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,8 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, help="export directory; default: export a random-init ResNet50_vd first")
     parser.add_argument("--arch", default="ResNet50_vd", help="model built when --model is not given (default ResNet50_vd)")
     parser.add_argument("--image-size", type=int, default=224, help="input size of the built model (default 224)")
-    parser.add_argument("--dataset", default="folder", help="dataset name (default folder)")
-    parser.add_argument("--data-root", default=str(DEFAULT_DATA_ROOT), help=f"dataset root (default {DEFAULT_DATA_ROOT})")
+    add_dataset_arguments(parser, dataset_absent=f"default {DEFAULT_DATASET}",
+                          data_root_absent=f"default {BENCHMARK_DATASET}")
     parser.add_argument("--split", default="test", choices=("train", "val", "test"), help="split (default test)")
     parser.add_argument("--limit", type=int, default=None, help="use only the first N images of the split")
     parser.add_argument("--workers", type=int, default=2, help="decode/preprocess threads of our pipeline (default 2)")
@@ -55,7 +58,7 @@ def naive_preprocess(path: str, resize_short: int, crop: int, mean: np.ndarray, 
     """One image the way PaddleClas's deploy ops do it: cv2 read, BGR→RGB, numpy ops, CHW float32."""
     import cv2
 
-    from bench.throughput import baseline_preprocess
+    from bench.perf.baseline import baseline_preprocess
 
     img = cv2.imread(path)
     if img is None:
@@ -121,10 +124,11 @@ def run(args: argparse.Namespace) -> int:
                         ("--image-size", args.image_size)):
         if value is not None and value < 1:
             raise ConfigError(f"{flag} must be >= 1, got {value}")
-    splits = load_dataset(args.dataset, args.data_root)
+    dataset, data_root = args.dataset or DEFAULT_DATASET, args.data_root or str(BENCHMARK_DATASET)
+    splits = load_dataset(dataset, data_root)
     samples = list(splits.split(args.split))[: args.limit or None]
     if not samples:
-        raise ConfigError(f"split {args.split!r} of {args.data_root} is empty")
+        raise ConfigError(f"split {args.split!r} of {data_root} is empty")
     with tempfile.TemporaryDirectory(prefix="tlbench-eval-bench-") as tmp:
         model_dir = Path(args.model) if args.model else _build_random_export(args.arch, args.image_size, splits.classes, Path(tmp))
         predictor = Predictor(model_dir, predictor_options(args))
@@ -145,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
         agree = float(np.mean(np.argmax(ours.logits, 1) == np.argmax(naive_logits, 1)))
         record = {
             "model_dir": str(model_dir) if args.model else f"(random-init {args.arch}, {args.image_size} px)",
-            "dataset": args.dataset, "data_root": args.data_root, "split": args.split, "num_images": len(paths),
+            "dataset": dataset, "data_root": data_root, "split": args.split, "num_images": len(paths),
             "batch_size": args.batch_size, "workers": args.workers, "repeats": args.repeats,
             "ours_images_per_sec": float(np.median(ours_ips)), "naive_images_per_sec": float(np.median(naive_ips)),
             "ours_runs": ours_ips, "naive_runs": naive_ips,

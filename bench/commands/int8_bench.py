@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     from harness.quantize import quantize_int8
     from harness.train import load_splits
 
-    from bench.throughput import quick_measurement
+    from bench.perf.quick import quick_measurement
 
     precisions = _precisions(args.precisions)
     for flag, value in (("--batch-size", args.batch_size), ("--repeats", args.repeats),

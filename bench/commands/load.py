@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run every level; exit 1 when any request failed."""
-    from bench.load import load_images, parse_concurrency, run_load
+    from bench.perf.load import load_images, parse_concurrency, run_load
     from common.errors import ConfigError
 
     # httpx logs every request at INFO; thousands of lines would bury the table.

@@ -17,13 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from bench.paths import BENCHMARK_DATASET
 from common.errors import ConfigError
 
 NAME = "loader-bench"
 HELP = "measure data-loader img/s against the training step rate (is loading the bottleneck?)"
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_FLOWERS12 = REPO_ROOT / ".." / "shared" / "datasets" / "flowers12"
 
 # The model whose training step rate each row is compared with: the fastest one that a user
 # would train at that size is the strictest test of the loader.
@@ -62,7 +61,7 @@ SETTINGS = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register ``loader-bench`` flags."""
-    parser.add_argument("--flowers-root", default=str(DEFAULT_FLOWERS12),
+    parser.add_argument("--flowers-root", default=str(BENCHMARK_DATASET),
                         help="flowers12 image folders (train/ and test/) for the 224-px rows")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker thread counts to compare")
     parser.add_argument("--batch-size", type=int, default=32, help="batch size (default 32)")

@@ -29,13 +29,12 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
+from bench.paths import BENCHMARK_DATASET
 from common.errors import ConfigError, DatasetError
 
 NAME = "preprocess"
 HELP = "benchmark the fused preprocessing kernel against the reference op chain (and JPEG decode)"
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_DATA_ROOT = REPO_ROOT / ".." / "shared" / "datasets" / "flowers12"
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 
@@ -58,7 +57,7 @@ class Row:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register ``bench preprocess`` flags."""
-    parser.add_argument("--data-root", default=str(DEFAULT_DATA_ROOT),
+    parser.add_argument("--data-root", default=str(BENCHMARK_DATASET),
                         help="folder searched recursively for JPEGs (default ../shared/datasets/flowers12)")
     parser.add_argument("--count", type=int, default=256, help="dataset JPEGs to use (default 256)")
     parser.add_argument("--large-count", type=int, default=32, help="generated large JPEGs (default 32; 0 skips)")

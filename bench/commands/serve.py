@@ -1,4 +1,4 @@
-"""``bench serve``: an HTTP inference server for an exported model (see ``bench/server.py``)."""
+"""``bench serve``: an HTTP inference server for an exported model (see ``bench/serve/``)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ log = logging.getLogger(__name__)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``bench serve``."""
-    from bench.server import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, DEFAULT_MAX_QUEUE
+    from bench.serve.batcher import DEFAULT_MAX_QUEUE
+    from bench.serve.request_body import DEFAULT_MAX_BYTES
+    from bench.serve.uploads import DEFAULT_MAX_PIXELS
 
     parser.add_argument("--model", required=True, help="export directory (exported_models/X) or a PaddleClas inference dir")
     parser.add_argument("--host", default="127.0.0.1",
@@ -43,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     """Load the model, warm it up, and serve until interrupted."""
     from rich.console import Console
 
-    from bench.server import ServerSettings, bind_socket, build_predictor, create_app, serve
+    from bench.serve.app import ServerSettings, bind_socket, build_predictor, create_app, serve
     from common.errors import ConfigError
 
     from bench.commands.eval import resolve_precision

@@ -2,7 +2,7 @@
 beside the naive PaddleClas-style pipeline, over a grid of batch sizes and concurrencies.
 
 Writes ``throughput.json`` (one record per point plus the environment), ``throughput.md`` and two
-PNG plots; prints a table. The measurement itself lives in :mod:`bench.throughput`.
+PNG plots; prints a table. The measurement itself lives in :mod:`bench.perf.throughput`.
 """
 
 from __future__ import annotations
@@ -67,9 +67,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace):
-    """The validated :class:`bench.throughput.ThroughputConfig` of the parsed flags."""
+    """The validated :class:`bench.perf.throughput.ThroughputConfig` of the parsed flags."""
     from bench.commands.eval import resolve_precision
-    from bench.throughput import INPUT_MODES, ThroughputConfig
+    from bench.perf.schema import INPUT_MODES
+    from bench.perf.throughput import ThroughputConfig
 
     resolve_precision(args)
 
@@ -99,7 +100,7 @@ def _tables(report: dict[str, Any]) -> list:
     """Two rich tables (throughput and latency; time split and ratios), fitting 120 columns."""
     from rich.table import Table
 
-    from bench.throughput import LATENCY_KEYS, STAGES
+    from bench.perf.schema import LATENCY_KEYS, STAGES
 
     env = report["environment"]
     speed = Table(title=f"{env['model_name']} @ {env['image_size']} px, {env['backend']}/{env['precision']}: "
@@ -137,7 +138,8 @@ def run(args: argparse.Namespace) -> int:
     """Measure, write the outputs, print the table (or the JSON)."""
     from rich.console import Console
 
-    from bench.throughput import run_throughput, write_outputs
+    from bench.perf.outputs import write_outputs
+    from bench.perf.throughput import run_throughput
 
     cfg = config_from_args(args)
     out_dir = Path(args.out_dir) if args.out_dir else Path(args.model) / "throughput"
@@ -148,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
-    from bench.throughput import machine_line
+    from bench.perf.outputs import machine_line
 
     console = Console(width=max(120, Console().width))
     for table in _tables(report):

@@ -20,6 +20,8 @@ import tempfile
 import time
 from typing import Any
 
+from ._args import add_dataset_arguments
+
 NAME = "train-speed"
 HELP = "training img/s with Paddle's depthwise convolution vs tlbench's CPU op"
 
@@ -34,10 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=5, help="timed steps per repetition")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps before timing")
     parser.add_argument("--repeats", type=int, default=3, help="timed repetitions (median reported)")
-    parser.add_argument(
-        "--dataset", default=None, help="time harness.train.fine_tune on this dataset instead of synthetic batches"
-    )
-    parser.add_argument("--data-root", default=None, help="dataset folder (with --dataset)")
+    add_dataset_arguments(parser, dataset_absent="time harness.train.fine_tune on it instead of synthetic batches")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
 

@@ -1,6 +1,6 @@
 """The search objective: fine-tune on train → export → score the exported model on val.
 
-It lives in ``bench`` because it joins the two lower layers: ``search`` calls it
+It lives in ``bench.pipeline`` because it joins the two lower layers: ``search`` calls it
 without knowing Paddle, and it calls ``harness`` without knowing the search.
 """
 
@@ -11,50 +11,13 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from harness.config import TrainConfig
 
+from .scoring import EvalSettings, cached_splits, quantize_for_scoring, score_exported
+
 log = logging.getLogger(__name__)
-
-# Splits are listed once per process and reused by every trial that runs there.
-_SPLITS_CACHE: dict[tuple, Any] = {}
-
-
-def cached_splits(cfg: TrainConfig):
-    """The dataset splits of ``cfg``, loaded once per process."""
-    from harness.train import load_splits
-
-    key = (cfg.dataset, cfg.data_root, cfg.train_list, cfg.val_list, cfg.test_list, cfg.val_fraction,
-           cfg.split_seed, cfg.strict_data)
-    if key not in _SPLITS_CACHE:
-        _SPLITS_CACHE[key] = load_splits(cfg)
-    return _SPLITS_CACHE[key]
-
-
-@dataclass(frozen=True)
-class EvalSettings:
-    """How trials are scored: Paddle Inference backend, precision and batch size."""
-
-    backend: str = "cpu"
-    precision: str = "fp32"
-    batch_size: int = 16
-    threads: Optional[int] = None
-    # Model-only latency measurement of every trial's export (0 turns it off).
-    latency_seconds: float = 1.0
-    latency_batch: int = 1
-
-
-def score_exported(exported, samples, classes, settings: EvalSettings):
-    """Run ``evaluate`` on ``samples`` through a fresh predictor of ``exported``."""
-    from harness.evaluate import evaluate
-    from harness.predictor import Predictor, PredictorOptions
-
-    predictor = Predictor(exported, PredictorOptions(
-        backend=settings.backend, precision=settings.precision, batch_size=settings.batch_size,
-        threads=settings.threads,
-    ))
-    return evaluate(predictor, samples, classes, batch_size=settings.batch_size)
 
 
 @dataclass(frozen=True)
@@ -92,14 +55,11 @@ class TrialObjective:
         t1 = time.perf_counter()
         exported = export(result, trial_dir / "exported")
         int8: dict[str, Any] = {}
-        if self.evaluation.precision == "int8" and self.evaluation.backend == "cpu":
-            # oneDNN int8 needs a calibrated program: score the int8 export, keep the float one too.
-            from harness.quantize import quantize_int8
-
+        if self.evaluation.int8:
+            # Score the int8 export, keep the float one too.
             float_dir = exported.model_dir
-            # min_agreement 0: a trial that quantizes badly gets the low score it earns, not an error.
-            exported = quantize_int8(result, trial_dir / "exported-int8", min_agreement=0.0,
-                                     threads=self.evaluation.threads, splits=splits)
+            exported = quantize_for_scoring(result, trial_dir / "exported-int8", threads=self.evaluation.threads,
+                                            splits=splits)
             check = (exported.manifest or {}).get("parity", {})
             int8 = {"int8_agreement": check.get("agreement"), "float_exported_dir": str(float_dir)}
         t2 = time.perf_counter()
@@ -107,7 +67,7 @@ class TrialObjective:
         t3 = time.perf_counter()
         latency: dict[str, Any] = {}
         if self.evaluation.latency_seconds > 0:
-            from bench.throughput import quick_measurement
+            from bench.perf.quick import quick_measurement
 
             latency = quick_measurement(
                 exported.model_dir, batch_size=self.evaluation.latency_batch,

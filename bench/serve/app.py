@@ -1,0 +1,342 @@
+"""HTTP inference server for an exported model: FastAPI + uvicorn, with dynamic batching.
+
+Endpoints
+---------
+- ``POST /predict[?topk=K]``: one JPEG or PNG image, as the raw request body or as a
+  ``multipart/form-data`` file field; answers the top-K classes with softmax scores.
+- ``GET /health``: 200 ``{"status": "ok"}`` while the inference worker runs, else 503.
+- ``GET /metadata``: model, classes, input, preprocessing, predictor and batching settings.
+- ``GET /stats``: request counts per status code and how many batches of each size ran.
+
+Requests are checked before any pixel is decoded: the body size against ``max_bytes``
+(413), the format from the file's magic bytes (415 unless JPEG or PNG), and the image
+dimensions read from the PNG ``IHDR`` / JPEG ``SOFn`` header against ``max_pixels`` (413),
+so a small file that declares 50000x50000 pixels never reaches the decoder. A file that
+passes these checks but does not decode is a 422. Every error is JSON
+``{"error": message, "status": code}``; one bad request never affects the others.
+
+Dynamic batching (:class:`~bench.serve.batcher.DynamicBatcher`): request handlers decode their image and run
+the model's preprocessing on it in a thread pool, and put the small ``3 x crop x crop``
+float32 tensor on an asyncio queue (a full-resolution image never waits in the queue:
+256 queued 40 MP images would hold 30 GB). One collector task takes the first waiting
+tensor, then gathers more until ``max_batch`` or ``max_wait_ms`` after the first, and
+hands the batch to a single inference thread (Paddle Inference). Batches are zero-padded to
+a small set of sizes (powers of two up to ``max_batch``) so that oneDNN keeps one set of
+primitives per size instead of rebuilding them for every batch size. While a batch runs,
+new requests queue up and form the next batch, so the batch size grows with the load by
+itself. When a batch fails, each of its requests is retried alone, so one input that
+breaks inference fails only its own request.
+
+Admission control: at most ``max_queue + max_batch`` ``/predict`` requests are in the
+server at once (reading their body, decoding, queued or in inference). A request beyond
+that is answered 503 at once, before its body is read, rather than waiting: a client under
+overload learns it immediately and can back off, and the server's memory stays bounded by
+``(max_queue + max_batch) * max_bytes`` of bodies plus one decoded image per decode thread.
+"""
+
+import asyncio
+import contextlib
+import logging
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Callable, Optional, Sequence
+
+import numpy as np
+
+from common.errors import ConfigError
+
+from .batcher import DEFAULT_MAX_QUEUE, DynamicBatcher, ServerStats, batch_buckets
+from .errors import ApiError
+from .request_body import DEFAULT_MAX_BYTES, image_bytes, parse_topk
+from .uploads import DEFAULT_MAX_PIXELS, prepare_upload
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Limits and batching of the server (``bench serve`` flags)."""
+
+    max_batch: int = 8
+    max_wait_ms: float = 5.0
+    max_bytes: int = DEFAULT_MAX_BYTES
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_queue: int = DEFAULT_MAX_QUEUE
+    default_topk: int = 5
+    pad_batches: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("max_batch", "max_bytes", "max_pixels", "max_queue", "default_topk"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
+        if not 0 <= self.max_wait_ms <= 10_000:
+            raise ConfigError(f"--max-wait-ms must be in [0, 10000], got {self.max_wait_ms!r}")
+
+    @property
+    def admission_limit(self) -> int:
+        """``/predict`` requests allowed in the server at once (module docstring: admission control)."""
+        return self.max_queue + self.max_batch
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Softmax of a logits vector, in float64 (stable for large logits)."""
+    z = np.asarray(logits, np.float64)
+    e = np.exp(z - z.max())
+    return e / e.sum()
+
+
+# -- batcher wiring ---------------------------------------------------------------------------
+def make_infer(predictor: Any, settings: ServerSettings) -> Callable[[list[np.ndarray]], np.ndarray]:
+    """The batch function of the inference thread: stacking, padding, predictor."""
+    buckets = batch_buckets(settings.max_batch)
+    size = predictor.spec.crop_size
+
+    def infer(tensors: list[np.ndarray]) -> np.ndarray:
+        batch = np.stack(tensors)
+        n = len(batch)
+        if settings.pad_batches:
+            target = next(b for b in buckets if b >= n)
+            if target > n:
+                batch = np.concatenate([batch, np.zeros((target - n, 3, size, size), np.float32)])
+        return predictor.predict(batch)[:n]
+
+    return infer
+
+
+def make_batcher(predictor: Any, settings: ServerSettings, stats: ServerStats) -> DynamicBatcher:
+    """The dynamic batcher feeding ``predictor``, after checking that it takes ``max_batch`` images at once.
+
+    Raises:
+        ConfigError: the predictor's batch size is below ``settings.max_batch``.
+    """
+    if predictor.options.batch_size < settings.max_batch:
+        raise ConfigError(
+            f"the predictor's batch size {predictor.options.batch_size} is below --max-batch {settings.max_batch}"
+        )
+    return DynamicBatcher(
+        make_infer(predictor, settings), max_batch=settings.max_batch, max_wait_s=settings.max_wait_ms / 1000.0,
+        max_queue=settings.max_queue, stats=stats,
+    )
+
+
+# -- the application --------------------------------------------------------------------------
+def create_app(predictor: Any, settings: Optional[ServerSettings] = None) -> Any:
+    """The FastAPI application serving ``predictor`` (a :class:`harness.predictor.Predictor`)."""
+    from fastapi import FastAPI
+
+    settings = settings or ServerSettings()
+    stats = ServerStats()
+    batcher = make_batcher(predictor, settings, stats)
+    # Decoding is CPU-bound C code that releases the GIL; a few threads keep it off the loop.
+    decode_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="decode")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        await batcher.start()
+        try:
+            yield
+        finally:
+            await batcher.stop()
+            decode_pool.shutdown(wait=False)
+
+    app = FastAPI(title=f"tlbench: {predictor.model.model_name}", lifespan=lifespan)
+    app.state.batcher = batcher
+    app.state.stats = stats
+    add_error_handlers(app, stats)
+    add_predict_route(app, predictor, settings, batcher, decode_pool)
+    add_info_routes(app, predictor, settings, batcher)
+    return app
+
+
+def add_error_handlers(app: Any, stats: ServerStats) -> None:
+    """Answer every error as JSON ``{"error", "status"}`` and count it in ``stats``."""
+    # Handler annotations are evaluated here, where ``Request`` is in scope: this module does
+    # not use postponed annotations, so FastAPI can resolve them without a module-level import.
+    from fastapi import Request
+    from fastapi.responses import JSONResponse
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    def error(status: int, message: str) -> JSONResponse:
+        stats.requests[status] += 1
+        return JSONResponse({"error": message, "status": status}, status_code=status)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return error(exc.status, exc.message)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s", request.url.path)
+        return error(500, f"internal error: {type(exc).__name__}")
+
+
+def add_predict_route(app: Any, predictor: Any, settings: ServerSettings, batcher: DynamicBatcher,
+                      decode_pool: ThreadPoolExecutor) -> None:
+    """``POST /predict``: admission, body, decode + preprocess in ``decode_pool``, batch, top-k answer."""
+    from fastapi import Request
+    from fastapi.responses import JSONResponse
+
+    model = predictor.model
+    classes = list(model.classes) if model.classes is not None else None
+    stats = batcher.stats
+    # Requests inside /predict; bounds the bodies and images held at once (module docstring).
+    admission_limit = settings.admission_limit
+    admission = asyncio.Semaphore(admission_limit)
+
+    @app.post("/predict")
+    async def predict(request: Request) -> JSONResponse:
+        start = time.perf_counter()
+        k = parse_topk(request, settings.default_topk)
+        # Refuse at once rather than queue: a waiting request would still hold its connection
+        # and, once admitted, its body; the client is better served by a prompt 503.
+        if admission.locked():
+            raise ApiError(503, f"server busy: {admission_limit} requests already in progress; retry later")
+        async with admission:
+            data = await image_bytes(request, settings.max_bytes)
+            loop = asyncio.get_running_loop()
+            tensor, (width, height) = await loop.run_in_executor(
+                decode_pool, lambda: prepare_upload(data, predictor, max_pixels=settings.max_pixels)
+            )
+            del data
+            decoded = time.perf_counter()
+            logits, batch_size = await batcher.submit(tensor)
+        probs = softmax(logits)
+        top = np.argsort(-probs, kind="stable")[: min(k, len(probs))]
+        stats.requests[200] += 1
+        return JSONResponse({
+            "model": model.model_name,
+            "predictions": [
+                {
+                    "class_id": int(i),
+                    "label": classes[i] if classes is not None else str(int(i)),
+                    "score": float(probs[i]),
+                    "logit": float(logits[i]),
+                }
+                for i in top
+            ],
+            "image_size": [width, height],
+            "batch_size": batch_size,
+            "timing_ms": {
+                "decode": round((decoded - start) * 1000, 3),  # read + decode + preprocess
+                "total": round((time.perf_counter() - start) * 1000, 3),
+            },
+        })
+
+
+def add_info_routes(app: Any, predictor: Any, settings: ServerSettings, batcher: DynamicBatcher) -> None:
+    """``GET /health``, ``GET /metadata`` and ``GET /stats``."""
+    from fastapi.responses import JSONResponse
+
+    model = predictor.model
+    classes = list(model.classes) if model.classes is not None else None
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        if not batcher.running:
+            return JSONResponse({"status": "unavailable", "reason": "inference worker stopped"}, status_code=503)
+        return JSONResponse({"status": "ok", "model": model.model_name})
+
+    @app.get("/metadata")
+    async def metadata() -> JSONResponse:
+        import kernels
+
+        size = model.preprocess.crop_size
+        return JSONResponse({
+            "model": model.model_name,
+            "model_dir": str(model.model_dir),
+            "classes": classes,
+            "num_classes": len(classes) if classes is not None else None,
+            "input": {"shape": [None, 3, size, size], "dtype": "float32", "layout": "NCHW", "color_order": "RGB"},
+            "preprocess": {
+                **{k: v for k, v in model.preprocess.to_dict().items() if not k.startswith("train_")},
+                "kernel": kernels.backend(),
+            },
+            "predictor": predictor.describe(),
+            "batching": {
+                "max_batch": settings.max_batch,
+                "max_wait_ms": settings.max_wait_ms,
+                "max_queue": settings.max_queue,
+                "max_in_flight": settings.admission_limit,
+                "padded_batch_sizes": list(batch_buckets(settings.max_batch)) if settings.pad_batches else None,
+            },
+            "limits": {"max_bytes": settings.max_bytes, "max_pixels": settings.max_pixels,
+                       "formats": ["image/jpeg", "image/png"]},
+            "default_topk": settings.default_topk,
+        })
+
+    @app.get("/stats")
+    async def server_stats() -> JSONResponse:
+        return JSONResponse(batcher.stats.to_dict(batcher.queue_depth))
+
+
+# -- running it -------------------------------------------------------------------------------
+def build_predictor(model_dir: str, *, backend: str = "cpu", precision: str = "fp32", threads: Optional[int] = None,
+                    max_batch: int = 8, warmup: bool = True) -> Any:
+    """A Predictor for serving: batch size ``max_batch``, warmed up at every padded batch size."""
+    from harness.predictor import Predictor, PredictorOptions
+
+    predictor = Predictor(model_dir, PredictorOptions(backend=backend, precision=precision, batch_size=max_batch,
+                                                      threads=threads))
+    if warmup:
+        for size in batch_buckets(max_batch):
+            predictor.warmup(size)
+    return predictor
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (port 0: a free one; read it from ``getsockname()``).
+
+    Binding before uvicorn starts turns "address in use" into a clear error and lets the
+    caller print the real port.
+
+    Raises:
+        ConfigError: the port is out of range or the address cannot be bound.
+    """
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ConfigError(f"--port must be in 0..65535, got {port!r}")
+    try:
+        family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as exc:
+        raise ConfigError(f"--host {host!r} does not resolve: {exc.strerror}") from None
+    # proto must say TCP explicitly: asyncio only sets TCP_NODELAY on accepted sockets whose
+    # proto is IPPROTO_TCP, and without it Nagle + delayed ACKs add ~40 ms to every
+    # keep-alive request.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(app: Any, sock: socket.socket, *, log_level: str = "warning") -> None:
+    """Run ``app`` with uvicorn on the bound ``sock`` until SIGINT/SIGTERM (graceful shutdown)."""
+    import uvicorn
+
+    config = uvicorn.Config(app, log_level=log_level, access_log=False, timeout_graceful_shutdown=5, lifespan="on")
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+__all__: Sequence[str] = (
+    "ServerSettings",
+    "add_error_handlers",
+    "add_info_routes",
+    "add_predict_route",
+    "bind_socket",
+    "build_predictor",
+    "create_app",
+    "make_batcher",
+    "make_infer",
+    "serve",
+    "softmax",
+)
