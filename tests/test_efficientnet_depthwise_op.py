@@ -11,7 +11,7 @@ import paddle.nn.functional as F
 import pytest
 
 from harness.models.efficientnet_lite import efficientnet_lite0
-from kernels import paddle_ops
+from harness.models import ops as paddle_ops
 
 pytestmark = pytest.mark.skipif(shutil.which("c++") is None, reason="no C++ compiler to build the custom op")
 
