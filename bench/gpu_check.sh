@@ -27,7 +27,7 @@ fi
 echo "== build ($ARCH) -> $LIB"
 # -fmad=false: no multiply-add contraction anywhere, so the float math is the reference's.
 nvcc -O3 -std=c++17 -fmad=false -shared -Xcompiler -fPIC -arch="$ARCH" \
-  -I"$REPO/kernels/src" "$REPO/kernels/cuda/preprocess.cu" -o "$LIB"
+  -I"$REPO/kernels/src" "$REPO/kernels/src/preprocess_cuda.cu" -o "$LIB"
 
 echo "== parity and timing"
 cd "$REPO"

@@ -1,6 +1,6 @@
 """CUDA entry point of the fused preprocessing kernel (device arrays in, device array out).
 
-The kernel (``kernels/cuda/preprocess.cu``) is a shared library with a small C ABI, built by
+The kernel (``kernels/src/preprocess_cuda.cu``) is a shared library with a small C ABI, built by
 ``pip install`` when nvcc is present (installed as ``kernels/libtlbench_preprocess_cuda.so``) or
 by ``bench/gpu_check.sh``; ``TLBENCH_CUDA_LIB`` points at another build. It is loaded with ctypes,
 so nothing here needs CUDA at import time and no Python extension has to match the CUDA version.

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NoReturn
 
 import cv2
 import numpy as np
@@ -11,6 +12,31 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FLOWERS12 = (REPO_ROOT / ".." / "shared" / "datasets" / "flowers12").resolve()
+
+#: Set to 1 (CI does) so that native code that is missing or does not build fails the tests that
+#: need it instead of skipping them; pyproject.toml reads it too (no pure-Python fallback wheel).
+REQUIRE_NATIVE_ENV = "TLBENCH_REQUIRE_NATIVE"
+
+
+def native_required() -> bool:
+    """Whether ``TLBENCH_REQUIRE_NATIVE`` is true, read the way scikit-build-core reads it."""
+    value = os.environ.get(REQUIRE_NATIVE_ENV, "").strip().lower()
+    if value.isdigit():
+        return int(value) != 0
+    return bool(value) and value not in ("n", "no", "off", "false", "f")
+
+
+@pytest.fixture(scope="session")
+def missing_native() -> Callable[[str], NoReturn]:
+    """``missing_native(reason)``: skip the test, or fail it when ``TLBENCH_REQUIRE_NATIVE`` is set."""
+
+    def missing(reason: str) -> NoReturn:
+        __tracebackhide__ = True  # report the test's line, not this one
+        if native_required():
+            pytest.fail(f"{reason} ({REQUIRE_NATIVE_ENV} is set, so this is a failure, not a skip)", pytrace=False)
+        pytest.skip(reason)
+
+    return missing
 
 
 def _write_image(path: Path, *, size: tuple[int, int] = (20, 24), seed: int = 0, ext: str | None = None) -> Path:

@@ -25,19 +25,25 @@ STD = (0.229, 0.224, 0.225)
 ONE_LEVEL = 1.0 / 255.0 / min(STD) + 1e-6  # one uint8 step in normalized units
 
 
-def _native():
+@pytest.fixture
+def native(monkeypatch, missing_native):
+    """The compiled module, with the environment not forcing the reference."""
+    monkeypatch.delenv(fused.ENV_VAR, raising=False)
     try:
         from kernels import _C
-    except ImportError:
-        pytest.skip("kernels._C is not built (pip install -e . with a C++ compiler)")
+    except ImportError as exc:
+        missing_native(f"kernels._C is not built (pip install -e . with a C++ compiler): {exc}")
     return _C
 
 
-@pytest.fixture
-def native(monkeypatch):
-    """The compiled module, with the environment not forcing the reference."""
-    monkeypatch.delenv(fused.ENV_VAR, raising=False)
-    return _native()
+def test_missing_native_code_fails_only_when_required(monkeypatch, missing_native):
+    monkeypatch.setenv("TLBENCH_REQUIRE_NATIVE", "1")
+    with pytest.raises(pytest.fail.Exception, match="TLBENCH_REQUIRE_NATIVE is set"):
+        missing_native("kernels._C is not built")
+    for value in ("", "0", "false"):
+        monkeypatch.setenv("TLBENCH_REQUIRE_NATIVE", value)
+        with pytest.raises(pytest.skip.Exception):
+            missing_native("kernels._C is not built")
 
 
 @pytest.fixture

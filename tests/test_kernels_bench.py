@@ -22,9 +22,9 @@ def test_bytes_moved_estimate():
     assert large > small  # two fresh source rows per output row
 
 
-def test_bench_preprocess_json(tmp_path, monkeypatch, capsys):
+def test_bench_preprocess_json(tmp_path, monkeypatch, capsys, missing_native):
     if kernels.backend() != "cpu-native":
-        pytest.skip("the fused kernel is not built")
+        missing_native("the fused kernel is not built")
     rng = np.random.default_rng(0)
     for i in range(6):
         img = rng.integers(0, 256, (40 + i, 50, 3), dtype=np.uint8)

@@ -26,7 +26,7 @@ def test_cuda_kernel_compiles(tmp_path):
     obj = tmp_path / "preprocess.o"
     proc = subprocess.run(
         [nvcc, "-c", "-std=c++17", "-O3", "-fmad=false", "-arch=sm_90", "-Werror", "all-warnings",
-         f"-I{ROOT / 'kernels' / 'src'}", str(ROOT / "kernels" / "cuda" / "preprocess.cu"), "-o", str(obj)],
+         f"-I{ROOT / 'kernels' / 'src'}", str(ROOT / "kernels" / "src" / "preprocess_cuda.cu"), "-o", str(obj)],
         capture_output=True, text=True,
     )
     assert proc.returncode == 0, proc.stderr

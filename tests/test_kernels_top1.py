@@ -16,8 +16,9 @@ FLOWERS12 = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "flowe
 
 
 @pytest.mark.skipif(not FLOWERS12.is_dir(), reason=f"{FLOWERS12} is not present")
-@pytest.mark.skipif(kernels.backend() == "reference", reason="the native kernel is not built")
-def test_exported_model_top1_is_the_same_with_fused_and_reference_preprocessing(tmp_path):
+def test_exported_model_top1_is_the_same_with_fused_and_reference_preprocessing(tmp_path, missing_native):
+    if kernels.backend() == "reference":
+        missing_native("the native kernel is not built")
     from harness.export import export
     from harness.predictor import Predictor, PredictorOptions
     from harness.train import fine_tune

@@ -1,7 +1,7 @@
 """``bench train-speed``: training throughput with and without the custom depthwise op.
 
 Runs the same training steps in one process with Paddle's grouped convolution
-(``TLBENCH_DEPTHWISE_OP=0``) and with ``kernels.paddle_ops``' ``tl_depthwise_conv2d``,
+(``TLBENCH_DEPTHWISE_OP=0``) and with ``harness.models.ops``' ``tl_depthwise_conv2d``,
 alternating the two within every repetition, and prints images/s side by side. By default the steps
 use a fixed random batch (model compute only); with ``--dataset`` they run
 through ``harness.train.fine_tune`` (data loading included, one short epoch).
@@ -52,7 +52,7 @@ def _validate(args: argparse.Namespace) -> None:
 
 
 def _set_mode(mode: str) -> None:
-    from kernels import paddle_ops
+    from harness.models import ops as paddle_ops
 
     os.environ[paddle_ops.OPS_ENV] = MODES[mode]
 
@@ -148,7 +148,7 @@ def _environment(threads: int | None) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     _validate(args)
     from harness import runtime
-    from kernels import paddle_ops
+    from harness.models import ops as paddle_ops
 
     runtime.set_paddle_threads(args.threads)
     previous = os.environ.get(paddle_ops.OPS_ENV)

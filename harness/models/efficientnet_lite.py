@@ -29,9 +29,8 @@ import numpy as np
 import paddle
 from paddle import nn
 
-from kernels import paddle_ops
-
 from common.errors import IntegrityError, ModelError
+from . import ops
 from .freezing import StageFreezing
 from .pretrained import LoadReport, load_pretrained, read_weights_file, resolve_weights, sha256_of
 from .registry import PretrainedConfig, register_model
@@ -119,7 +118,7 @@ class SameDepthwiseConv2D(nn.Conv2D):
     """Depthwise convolution with TF SAME padding that uses tlbench's CPU op when it can.
 
     In dygraph mode on CPU (float32) the forward and backward run in
-    ``kernels.paddle_ops``' ``tl_depthwise_conv2d`` (its forward + backward took
+    ``harness.models.ops``' ``tl_depthwise_conv2d`` (its forward + backward took
     ~40 % less time than Paddle's grouped convolution over Lite0's layers at 128 px);
     traced code (``jit.save``), GPUs,
     ``custom_op=False`` or ``TLBENCH_DEPTHWISE_OP=0`` use the stock convolution,
@@ -131,10 +130,10 @@ class SameDepthwiseConv2D(nn.Conv2D):
         self.custom_op = custom_op
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        if self.custom_op and paddle_ops.use_custom_depthwise(x):
+        if self.custom_op and ops.use_custom_depthwise(x):
             kernel, stride = self.weight.shape[2], self._stride[0]
-            pads = paddle_ops.same_paddings(x.shape[2], x.shape[3], kernel, stride)
-            return paddle_ops.depthwise_conv2d(x, self.weight, stride, pads)
+            pads = ops.same_paddings(x.shape[2], x.shape[3], kernel, stride)
+            return ops.depthwise_conv2d(x, self.weight, stride, pads)
         return super().forward(x)
 
 
@@ -282,7 +281,7 @@ def efficientnet_lite0(num_classes: int = 1000, **kwargs) -> EfficientNetLite:
 
     kwargs: ``dropout`` (0.2), ``drop_path_rate`` (0.2), ``bn_momentum`` (default
     ``BN_MOMENTUM`` = 0.9; TF trained with 0.99), ``custom_depthwise`` (True: use the CPU depthwise op
-    of ``kernels.paddle_ops`` in dygraph when available).
+    of ``harness.models.ops`` in dygraph when available).
     """
     return EfficientNetLite(num_classes=num_classes, stages=LITE0_BLOCKS, **kwargs)
 
