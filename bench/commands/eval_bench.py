@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -102,16 +101,9 @@ def _build_random_export(arch: str, image_size: int, classes: Sequence[str], wor
 def _environment(predictor: Any) -> dict[str, Any]:
     import kernels
 
-    cpu = platform.processor() or ""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    from harness.runtime import cpu_count
+    from common.machine import machine_facts
 
-    return {"cpu": cpu, "cores": cpu_count(), "python": platform.python_version(),
-            "kernels_backend": kernels.backend(), **predictor.describe()}
+    return machine_facts(kernels_backend=kernels.backend(), **predictor.describe())
 
 
 def run(args: argparse.Namespace) -> int:
@@ -182,5 +174,5 @@ def run(args: argparse.Namespace) -> int:
     console = Console()
     console.print(table)
     console.print(f"ratio ours / naive: [bold]{record['ratio']:.2f}x[/bold]; same argmax on {agree:.1%} of images; "
-                  f"{env['cpu']}, {env['cores']} cores, Paddle {env['paddle_version']}")
+                  f"{env['cpu_model']}, {env['cpu_cores']} cores, Paddle {env['paddle_version']}")
     return 0

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import tempfile
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from common.errors import ConfigError
+from common.machine import machine_facts
 
 from .throughput import _int_list
 
@@ -146,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
         "run": str(result.run_dir), "model": result.config.model, "image_size": result.preprocess.crop_size,
         "dataset": result.config.dataset, "split": args.split, "precisions": rows, "quantization": quant,
         "latency_batches": list(args.latency_batches), "duration_s": args.duration, "repeats": args.repeats,
-        "threads": args.threads, "machine": platform.processor() or platform.machine(),
+        "threads": args.threads, "environment": machine_facts(),
     }
     if args.out_dir:
         out = Path(args.out_dir)

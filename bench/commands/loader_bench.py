@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import time
 from dataclasses import dataclass
@@ -94,19 +92,11 @@ def _measure(samples, transform, *, batch_size: int, workers: int, images: int, 
 def environment() -> dict[str, Any]:
     """The software and hardware the numbers were measured on."""
     import cv2
-    import numpy as np
 
     import kernels
+    from common.machine import machine_facts
 
-    return {
-        "cpu_count": os.cpu_count(),
-        "processor": platform.processor() or platform.machine(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "opencv": cv2.__version__,
-        "opencv_threads": cv2.getNumThreads(),
-        "preprocess_backend": kernels.backend(),
-    }
+    return machine_facts(opencv=cv2.__version__, opencv_threads=cv2.getNumThreads(), preprocess_backend=kernels.backend())
 
 
 def run_benchmark(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -187,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
     console.print(table)
     console.print(
         f"batch {args.batch_size}, {args.images} images × {args.repeats} runs (median); "
-        f"{env['cpu_count']} CPUs, OpenCV {env['opencv']}, numpy {env['numpy']}, preprocess {env['preprocess_backend']}. "
+        f"{env['cpu_logical']} CPUs, OpenCV {env['opencv']}, numpy {env['numpy_version']}, preprocess {env['preprocess_backend']}. "
         f"Train img/s: {', '.join(sorted(set(TRAIN_MODELS.values())))} training steps on synthetic batches, "
         "measured in this run on the same cores. "
         "load % = train img/s / loader img/s: the share of the step time loading would cost on the same cores."

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -168,21 +167,14 @@ def _environment(threads: int) -> dict[str, Any]:
     import kernels  # noqa: PLC0415
     from kernels import decode  # noqa: PLC0415
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "threads_all": threads,
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "opencv": cv2.__version__,
-        "simplejpeg": getattr(decode.simplejpeg, "__version__", None) if decode.simplejpeg else None,
-        "backend": kernels.backend(),
-    }
+    from common.machine import machine_facts  # noqa: PLC0415
+
+    return machine_facts(
+        threads_all=threads,
+        opencv=cv2.__version__,
+        simplejpeg=getattr(decode.simplejpeg, "__version__", None) if decode.simplejpeg else None,
+        backend=kernels.backend(),
+    )
 
 
 def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
@@ -190,6 +182,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     import cv2  # noqa: PLC0415
 
     import kernels  # noqa: PLC0415
+    from common.machine import usable_cores  # noqa: PLC0415
     from kernels.decode import decode_jpeg  # noqa: PLC0415
 
     for flag in ("count", "batch_size", "crop_size", "resize_short", "repeats"):
@@ -202,7 +195,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     if kernels.backend() != "cpu-native":
         raise ConfigError("the fused kernel is not built (kernels.backend() is 'reference'); "
                           "run `pip install -e .` with a C++ compiler, and unset TLBENCH_KERNELS")
-    all_threads = args.threads or kernels.available_threads()
+    all_threads = args.threads or usable_cores()
     kw = dict(resize_short=args.resize_short, crop_size=args.crop_size, mean=MEAN, std=STD)
     flowers = _load_jpegs(Path(args.data_root), args.count)
     sets = {f"flowers12 ({len(flowers)})": flowers}
@@ -288,7 +281,7 @@ def _print_table(result: dict[str, Any]) -> None:
     if not console.is_terminal:  # keep rows on one line in logs and piped output
         console = Console(width=150)
     table = Table(title=f"bench preprocess — batch {env['batch_size']}, {env['resize_short']}→{env['crop_size']}, "
-                        f"{env['cpu']}, {env['threads_all']} threads, copy bandwidth {env['memory_bandwidth_gbs']} GB/s")
+                        f"{env['cpu_model']}, {env['threads_all']} threads, copy bandwidth {env['memory_bandwidth_gbs']} GB/s")
     for col, justify in (("images", "left"), ("stage", "left"), ("implementation", "left"), ("threads", "right"),
                          ("img/s", "right"), ("ms/batch", "right"), ("CPU ms/img", "right"), ("speed-up", "right"),
                          ("CPU speed-up", "right"), ("bound img/s", "right")):

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -135,14 +134,9 @@ def _fine_tune_rates(args: argparse.Namespace, modes: list[str]) -> dict[str, li
 def _environment(threads: int | None) -> dict[str, Any]:
     import paddle
 
-    return {
-        "paddle": paddle.__version__,
-        "python": platform.python_version(),
-        "cpu": platform.processor() or platform.machine(),
-        "cores": os.cpu_count(),
-        "threads": threads or os.environ.get("OMP_NUM_THREADS"),
-        "MKL_DEBUG_CPU_TYPE": os.environ.get("MKL_DEBUG_CPU_TYPE"),
-    }
+    from common.machine import machine_facts
+
+    return machine_facts(paddle=paddle.__version__, threads=threads or os.environ.get("OMP_NUM_THREADS"))
 
 
 def run(args: argparse.Namespace) -> int:
