@@ -39,6 +39,7 @@ from typing import Any, Optional, Sequence, Union
 import numpy as np
 
 from common.errors import ConfigError, ExportError, ModelError, TlbenchError
+from .data.files import IMAGE_EXTENSIONS, list_images
 from .artifact import ExportedModel, TargetExistsError, open_permissions, sha256_file, swap_into_place
 from .parity import DEFAULT_PARITY_ATOL, DEFAULT_PARITY_RTOL, ParityReport, compare_logits
 from .runtime import captured_output
@@ -64,7 +65,6 @@ MODEL_VERSION = "1"
 DEFAULT_MAX_BATCH = 32
 DEFAULT_QUEUE_DELAY_US = 2000
 DEFAULT_PARITY_IMAGES = 32
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 TRITON_INSTALL_HINT = "install Triton's Python client with `pip install 'tritonclient[grpc]'`"
 ONNX_INSTALL_HINT = "install them with `pip install paddle2onnx onnx onnxruntime`"
@@ -306,9 +306,9 @@ def find_images(source: Union[PathLike, Sequence[PathLike]], limit: int = DEFAUL
         root = Path(source)
         if not root.is_dir():
             raise ConfigError(f"images directory {root} is not a directory")
-        paths = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        paths = list_images(root)
         if not paths:
-            raise ConfigError(f"images directory {root} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+            raise ConfigError(f"images directory {root} holds no image files ({', '.join(sorted(IMAGE_EXTENSIONS))})")
         if len(paths) > limit:
             step = len(paths) / limit
             paths = [paths[int(i * step)] for i in range(limit)]

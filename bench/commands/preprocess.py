@@ -83,7 +83,9 @@ def _parse_size(text: str) -> tuple[int, int]:
 def _load_jpegs(root: Path, count: int) -> list[bytes]:
     if not root.is_dir():
         raise DatasetError(f"--data-root {root} is not a directory (expected a folder of JPEG images)")
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg"))
+    from harness.data.files import JPEG_EXTENSIONS, list_images  # noqa: PLC0415
+
+    files = list_images(root, extensions=JPEG_EXTENSIONS)
     if not files:
         raise DatasetError(f"no .jpg/.jpeg files under --data-root {root}")
     return [p.read_bytes() for p in files[:count]]
