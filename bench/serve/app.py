@@ -46,6 +46,7 @@ from typing import Any, AsyncIterator, Callable, Optional, Sequence
 import numpy as np
 
 from common.errors import ConfigError
+from harness.metrics import softmax, topk
 
 from .batcher import DEFAULT_MAX_QUEUE, DynamicBatcher, ServerStats, batch_buckets
 from .errors import ApiError
@@ -79,13 +80,6 @@ class ServerSettings:
     def admission_limit(self) -> int:
         """``/predict`` requests allowed in the server at once (module docstring: admission control)."""
         return self.max_queue + self.max_batch
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Softmax of a logits vector, in float64 (stable for large logits)."""
-    z = np.asarray(logits, np.float64)
-    e = np.exp(z - z.max())
-    return e / e.sum()
 
 
 # -- batcher wiring ---------------------------------------------------------------------------
@@ -207,8 +201,8 @@ def add_predict_route(app: Any, predictor: Any, settings: ServerSettings, batche
             del data
             decoded = time.perf_counter()
             logits, batch_size = await batcher.submit(tensor)
-        probs = softmax(logits)
-        top = np.argsort(-probs, kind="stable")[: min(k, len(probs))]
+        probs = softmax(np.asarray(logits, np.float64))
+        top, _ = topk(probs, k)
         stats.requests[200] += 1
         return JSONResponse({
             "model": model.model_name,
@@ -338,5 +332,4 @@ __all__: Sequence[str] = (
     "make_batcher",
     "make_infer",
     "serve",
-    "softmax",
 )
