@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from common.validate import positive_int
+
 
 def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
     """Softmax along ``axis``, shifted by the maximum so large logits do not overflow.
@@ -27,10 +29,9 @@ def topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     s = np.asarray(scores)
     if s.ndim not in (1, 2):
         raise ValueError(f"expected scores [C] or [N, C], got shape {s.shape}")
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
+    k = positive_int(k, "k", error=ValueError)
     rows = s.reshape(1, -1) if s.ndim == 1 else s
-    k = min(int(k), rows.shape[1])
+    k = min(k, rows.shape[1])
     if k == rows.shape[1]:
         order = np.argsort(-rows, axis=1, kind="stable")
     else:

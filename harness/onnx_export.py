@@ -39,6 +39,7 @@ from typing import Any, Optional, Sequence, Union
 import numpy as np
 
 from common.errors import ConfigError, ExportError, ModelError, TlbenchError
+from common.validate import int_at_least, optional_positive_int, positive_int
 from .data.files import IMAGE_EXTENSIONS, list_images
 from .artifact import ExportedModel, TargetExistsError, open_permissions, sha256_file, swap_into_place
 from .parity import DEFAULT_PARITY_ATOL, DEFAULT_PARITY_RTOL, ParityReport, compare_logits
@@ -270,8 +271,7 @@ class OnnxRunner:
     def __init__(self, path: PathLike, *, threads: Optional[int] = None):
         """Open ``path`` with the CPU execution provider and ``threads`` intra-op threads (default: ORT's)."""
         ort = _require("onnxruntime", ONNX_INSTALL_HINT)
-        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-            raise ConfigError(f"threads must be a positive integer or None, got {threads!r}")
+        optional_positive_int(threads, "threads")
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
@@ -300,8 +300,7 @@ def find_images(source: Union[PathLike, Sequence[PathLike]], limit: int = DEFAUL
     Raises:
         ConfigError: the directory does not exist or holds no images, or ``limit`` < 1.
     """
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-        raise ConfigError(f"limit must be a positive integer, got {limit!r}")
+    positive_int(limit, "limit")
     if isinstance(source, (str, os.PathLike)):
         root = Path(source)
         if not root.is_dir():
@@ -448,10 +447,8 @@ def triton_model_config(
     """
     mc = _model_config_pb2()
     for flag, value in (("max_batch", max_batch), ("crop_size", crop_size), ("num_classes", num_classes)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"{flag} must be a positive integer, got {value!r}")
-    if isinstance(max_queue_delay_us, bool) or not isinstance(max_queue_delay_us, int) or max_queue_delay_us < 0:
-        raise ConfigError(f"max_queue_delay_us must be an integer >= 0, got {max_queue_delay_us!r}")
+        positive_int(value, flag)
+    int_at_least(max_queue_delay_us, "max_queue_delay_us", 0)
     if not name or "/" in name or name.startswith("."):
         raise ConfigError(f"name must be a plain directory name, got {name!r}")
     preferred = list(preferred_batch_sizes) if preferred_batch_sizes is not None else default_preferred_batch_sizes(max_batch)

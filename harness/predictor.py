@@ -49,6 +49,7 @@ import numpy as np
 
 from common.errors import BackendUnavailableError, ConfigError
 from common.machine import cpu_flags, usable_cores
+from common.validate import positive_int
 from .artifact import ExportedModel
 from .runtime import captured_output
 
@@ -179,8 +180,7 @@ class PredictorOptions:
             value = getattr(self, name)
             if value is None and allow_none:
                 return
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ConfigError(f"PredictorOptions.{name} must be a positive integer, got {value!r}")
+            positive_int(value, f"PredictorOptions.{name}")
 
         if self.backend not in BACKENDS:
             raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")

@@ -26,12 +26,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Predict every image; unreadable images are reported and make the exit status 1."""
     from harness.data import read_image_rgb
-    from common.errors import ConfigError, ImageDecodeError
+    from common.errors import ImageDecodeError
+    from common.validate import at_least
     from harness.metrics import softmax, topk
     from harness.predictor import Predictor
 
-    if args.topk < 1:
-        raise ConfigError(f"--topk must be >= 1, got {args.topk}")
+    at_least(args.topk, "--topk", 1)
     predictor = Predictor(args.model, predictor_options(args))
     images, paths, failures = [], [], []
     for path in args.images:

@@ -46,6 +46,7 @@ import numpy as np
 
 from common.errors import ConfigError
 from common.machine import machine_facts, usable_cores
+from common.validate import positive_int
 from harness.metrics import latency_summary
 
 from .baseline import AGREEMENT_IMAGES, prediction_agreement
@@ -112,11 +113,10 @@ class ThroughputConfig:
             raise ConfigError(f"--duration must be > 0 seconds (or give --requests), got {self.duration_s!r}")
         for flag, value in (("--repetitions", self.repetitions), ("--max-images", self.max_images),
                             ("--topk", self.topk)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ConfigError(f"{flag} must be a positive integer, got {value!r}")
+            positive_int(value, flag)
         for flag, value in (("--requests", self.requests), ("--threads", self.threads)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
-                raise ConfigError(f"{flag} must be a positive integer, got {value!r}")
+            if value is not None:
+                positive_int(value, flag)
 
     def threads_for(self, concurrency: int, cores: int) -> int:
         """Math-library (and preprocessing) threads of each predictor at ``concurrency`` clients."""

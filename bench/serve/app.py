@@ -46,6 +46,7 @@ from typing import Any, AsyncIterator, Callable, Optional, Sequence
 import numpy as np
 
 from common.errors import ConfigError
+from common.validate import positive_int
 from harness.metrics import softmax, topk
 
 from .batcher import DEFAULT_MAX_QUEUE, DynamicBatcher, ServerStats, batch_buckets
@@ -70,9 +71,7 @@ class ServerSettings:
 
     def __post_init__(self) -> None:
         for name in ("max_batch", "max_bytes", "max_pixels", "max_queue", "default_topk"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
+            positive_int(getattr(self, name), f"--{name.replace('_', '-')}")
         if not 0 <= self.max_wait_ms <= 10_000:
             raise ConfigError(f"--max-wait-ms must be in [0, 10000], got {self.max_wait_ms!r}")
 
