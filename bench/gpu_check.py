@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ from kernels import reference  # noqa: E402
 from kernels.cuda import library_path, preprocess_cuda  # noqa: E402
 
 from bench.paths import BENCHMARK_DATASET  # noqa: E402
+from common.machine import machine_facts  # noqa: E402
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
@@ -146,18 +146,16 @@ def main(argv=None) -> int:
         return 2
     props = cp.cuda.runtime.getDeviceProperties(0)
     name = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
-    env = {
-        "device": name,
-        "devices": n_devices,
-        "compute_capability": f"{props['major']}.{props['minor']}",
-        "driver_version": cp.cuda.runtime.driverGetVersion(),
-        "runtime_version": cp.cuda.runtime.runtimeGetVersion(),
-        "cupy": cp.__version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-        "library": str(library_path()),
-        "reference_resize": "opencv " + reference.cv2.__version__ if reference.cv2 is not None else "numpy transcription",
-    }
+    env = machine_facts(
+        device=name,
+        devices=n_devices,
+        compute_capability=f"{props['major']}.{props['minor']}",
+        driver_version=cp.cuda.runtime.driverGetVersion(),
+        runtime_version=cp.cuda.runtime.runtimeGetVersion(),
+        cupy=cp.__version__,
+        library=str(library_path()),
+        reference_resize="opencv " + reference.cv2.__version__ if reference.cv2 is not None else "numpy transcription",
+    )
     try:
         import torch  # noqa: PLC0415
 

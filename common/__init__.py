@@ -1,4 +1,5 @@
-"""The lowest layer of tlbench: error types and YAML reading, shared by bench, search and harness.
+"""The lowest layer of tlbench: error types, YAML reading, machine facts and argument checks,
+shared by bench, search, harness and kernels.
 
 It imports nothing from the other packages, so any of them may import it.
 """

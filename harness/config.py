@@ -12,6 +12,7 @@ from typing import Any, Optional
 import yaml
 
 from common.errors import ConfigError
+from common.validate import positive_int
 from common.yaml_io import safe_load
 from .preprocess_spec import IMAGENET_MEAN, IMAGENET_STD, PreprocessSpec, default_resize_short
 
@@ -93,9 +94,10 @@ class TrainConfig:
 
         def positive(name: str, integer: bool = True) -> None:
             value = getattr(self, name)
-            if isinstance(value, bool) or (integer and int(value) != value) or value <= 0:
-                kind = "a positive integer" if integer else "> 0"
-                raise ConfigError(f"{name} must be {kind}, got {value!r}")
+            if integer:
+                positive_int(value, name, integral_float=True)
+            elif isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"{name} must be > 0, got {value!r}")
 
         for name in ("image_size", "epochs", "batch_size", "workers"):
             positive(name)

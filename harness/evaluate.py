@@ -24,6 +24,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from common.errors import ConfigError, DatasetError, ImageDecodeError
+from common.validate import int_at_least
 from .metrics import classification_metrics, confusion_matrix, latency_summary
 from .preprocess_spec import PreprocessSpec
 
@@ -240,8 +241,7 @@ def evaluate(
     if worker_kind not in WORKER_KINDS:
         raise ConfigError(f"worker_kind must be one of {WORKER_KINDS}, got {worker_kind!r}")
     for name, value, low in (("batch_size", batch_size, 1), ("workers", workers, 1), ("prefetch", prefetch, 0)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-            raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
+        int_at_least(value, name, low)
     samples = list(samples)
     if not samples:
         raise ConfigError("evaluate got no samples (is the split empty?)")

@@ -21,6 +21,7 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from common.errors import ConfigError, ExportError, TlbenchError
+from common.validate import positive_int
 from .artifact import (
     INPUT_NAME,
     LEGACY_MODEL_FILE,
@@ -177,8 +178,7 @@ def export(
             the model, or the parity check fails. Nothing is left at ``out_dir`` then.
     """
     result = resolve_run(source)
-    if isinstance(topk, bool) or not isinstance(topk, int) or topk < 1:
-        raise ConfigError(f"topk must be a positive integer, got {topk!r}")
+    positive_int(topk, "topk")
     if (parity_rtol is not None and parity_rtol < 0) or parity_atol < 0:
         raise ConfigError(f"parity tolerances must be >= 0, got rtol={parity_rtol!r} atol={parity_atol!r}")
     out = check_target(Path(out_dir) if out_dir is not None else default_out_dir(result), overwrite)

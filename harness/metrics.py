@@ -4,6 +4,51 @@ from __future__ import annotations
 
 import numpy as np
 
+from common.validate import positive_int
+
+
+def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Softmax along ``axis``, shifted by the maximum so large logits do not overflow.
+
+    float32 and float64 inputs keep their dtype; anything else is computed in float64.
+    """
+    x = np.asarray(logits)
+    if x.dtype not in (np.float32, np.float64):
+        x = x.astype(np.float64)
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    e /= e.sum(axis=axis, keepdims=True)
+    return e
+
+
+def topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and values of the ``k`` largest scores, best first (``k`` is capped at the count).
+
+    Works on a vector ``[C]`` or per row of ``[N, C]``; equal scores are ordered by the lower
+    index, so the result does not depend on the partition's order.
+    """
+    s = np.asarray(scores)
+    if s.ndim not in (1, 2):
+        raise ValueError(f"expected scores [C] or [N, C], got shape {s.shape}")
+    k = positive_int(k, "k", error=ValueError)
+    rows = s.reshape(1, -1) if s.ndim == 1 else s
+    k = min(k, rows.shape[1])
+    if k == rows.shape[1]:
+        order = np.argsort(-rows, axis=1, kind="stable")
+    else:
+        # Partition first (linear time), then sort only the k candidates, lower index first on ties.
+        idx = np.sort(np.argpartition(-rows, k - 1, axis=1)[:, :k], axis=1)
+        top = np.take_along_axis(rows, idx, axis=1)
+        order = np.take_along_axis(idx, np.argsort(-top, axis=1, kind="stable"), axis=1)
+        # A tie at the k-th score may have left a lower index outside the candidates: sort those rows fully.
+        kth = np.take_along_axis(rows, order[:, -1:], axis=1)
+        ambiguous = (rows >= kth).sum(axis=1) > k
+        if ambiguous.any():
+            order[ambiguous] = np.argsort(-rows[ambiguous], axis=1, kind="stable")[:, :k]
+    values = np.take_along_axis(rows, order, axis=1)
+    if s.ndim == 1:
+        return order[0], values[0]
+    return order, values
+
 
 def topk_accuracy(logits: np.ndarray, labels: np.ndarray, k: int = 1) -> float:
     """Fraction of rows whose label is among the ``k`` largest logits (k is capped at the class count)."""
@@ -13,8 +58,7 @@ def topk_accuracy(logits: np.ndarray, labels: np.ndarray, k: int = 1) -> float:
         raise ValueError(f"expected logits [N, C] and labels [N], got {logits.shape} and {labels.shape}")
     if len(labels) == 0:
         return float("nan")
-    k = min(k, logits.shape[1])
-    top = np.argpartition(-logits, k - 1, axis=1)[:, :k]
+    top, _ = topk(logits, k)
     return float(np.mean(np.any(top == labels[:, None], axis=1)))
 
 

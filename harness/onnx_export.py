@@ -39,6 +39,8 @@ from typing import Any, Optional, Sequence, Union
 import numpy as np
 
 from common.errors import ConfigError, ExportError, ModelError, TlbenchError
+from common.validate import int_at_least, optional_positive_int, positive_int
+from .data.files import IMAGE_EXTENSIONS, list_images
 from .artifact import ExportedModel, TargetExistsError, open_permissions, sha256_file, swap_into_place
 from .parity import DEFAULT_PARITY_ATOL, DEFAULT_PARITY_RTOL, ParityReport, compare_logits
 from .runtime import captured_output
@@ -64,7 +66,6 @@ MODEL_VERSION = "1"
 DEFAULT_MAX_BATCH = 32
 DEFAULT_QUEUE_DELAY_US = 2000
 DEFAULT_PARITY_IMAGES = 32
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 TRITON_INSTALL_HINT = "install Triton's Python client with `pip install 'tritonclient[grpc]'`"
 ONNX_INSTALL_HINT = "install them with `pip install paddle2onnx onnx onnxruntime`"
@@ -270,8 +271,7 @@ class OnnxRunner:
     def __init__(self, path: PathLike, *, threads: Optional[int] = None):
         """Open ``path`` with the CPU execution provider and ``threads`` intra-op threads (default: ORT's)."""
         ort = _require("onnxruntime", ONNX_INSTALL_HINT)
-        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-            raise ConfigError(f"threads must be a positive integer or None, got {threads!r}")
+        optional_positive_int(threads, "threads")
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
@@ -300,15 +300,14 @@ def find_images(source: Union[PathLike, Sequence[PathLike]], limit: int = DEFAUL
     Raises:
         ConfigError: the directory does not exist or holds no images, or ``limit`` < 1.
     """
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-        raise ConfigError(f"limit must be a positive integer, got {limit!r}")
+    positive_int(limit, "limit")
     if isinstance(source, (str, os.PathLike)):
         root = Path(source)
         if not root.is_dir():
             raise ConfigError(f"images directory {root} is not a directory")
-        paths = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        paths = list_images(root)
         if not paths:
-            raise ConfigError(f"images directory {root} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+            raise ConfigError(f"images directory {root} holds no image files ({', '.join(sorted(IMAGE_EXTENSIONS))})")
         if len(paths) > limit:
             step = len(paths) / limit
             paths = [paths[int(i * step)] for i in range(limit)]
@@ -448,10 +447,8 @@ def triton_model_config(
     """
     mc = _model_config_pb2()
     for flag, value in (("max_batch", max_batch), ("crop_size", crop_size), ("num_classes", num_classes)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"{flag} must be a positive integer, got {value!r}")
-    if isinstance(max_queue_delay_us, bool) or not isinstance(max_queue_delay_us, int) or max_queue_delay_us < 0:
-        raise ConfigError(f"max_queue_delay_us must be an integer >= 0, got {max_queue_delay_us!r}")
+        positive_int(value, flag)
+    int_at_least(max_queue_delay_us, "max_queue_delay_us", 0)
     if not name or "/" in name or name.startswith("."):
         raise ConfigError(f"name must be a plain directory name, got {name!r}")
     preferred = list(preferred_batch_sizes) if preferred_batch_sizes is not None else default_preferred_batch_sizes(max_batch)

@@ -42,13 +42,14 @@ import logging
 import os
 import threading
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
 from common.errors import BackendUnavailableError, ConfigError
+from common.machine import cpu_flags, usable_cores
+from common.validate import positive_int
 from .artifact import ExportedModel
 from .runtime import captured_output
 
@@ -77,19 +78,6 @@ ONEDNN_INT8_OPS = frozenset({
     "conv2d", "depthwise_conv2d", "fused_conv2d", "fc", "matmul", "matmul_v2", "fused_matmul",
     "elementwise_add", "fused_elementwise_add", "elementwise_mul", "fused_elementwise_mul", "concat",
 })
-
-
-@lru_cache(maxsize=1)
-def cpu_flags() -> frozenset[str]:
-    """CPU feature flags from /proc/cpuinfo (empty where it cannot be read)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return frozenset(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return frozenset()
 
 
 def _cuda_devices() -> int:
@@ -192,8 +180,7 @@ class PredictorOptions:
             value = getattr(self, name)
             if value is None and allow_none:
                 return
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ConfigError(f"PredictorOptions.{name} must be a positive integer, got {value!r}")
+            positive_int(value, f"PredictorOptions.{name}")
 
         if self.backend not in BACKENDS:
             raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
@@ -218,12 +205,7 @@ class PredictorOptions:
 
     def resolved_threads(self) -> int:
         """The thread count actually used."""
-        if self.threads:
-            return int(self.threads)
-        try:
-            return len(os.sched_getaffinity(0))
-        except AttributeError:
-            return os.cpu_count() or 1
+        return int(self.threads) if self.threads else usable_cores()
 
 
 def default_precision(model: Union[ExportedModel, str, "os.PathLike[str]"], backend: str = "cpu") -> str:

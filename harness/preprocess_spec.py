@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from common.errors import ConfigError
+from common.validate import positive_int
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -40,10 +41,8 @@ class PreprocessSpec:
     train_ratio: tuple[float, float] = field(default=(3.0 / 4.0, 4.0 / 3.0))
 
     def __post_init__(self) -> None:
-        if int(self.crop_size) != self.crop_size or self.crop_size < 1:
-            raise ConfigError(f"crop_size must be a positive integer, got {self.crop_size!r}")
-        if int(self.resize_short) != self.resize_short or self.resize_short < 1:
-            raise ConfigError(f"resize_short must be a positive integer, got {self.resize_short!r}")
+        positive_int(self.crop_size, "crop_size", integral_float=True)
+        positive_int(self.resize_short, "resize_short", integral_float=True)
         if len(self.mean) != 3 or len(self.std) != 3:
             raise ConfigError(f"mean and std need 3 values each, got mean={self.mean!r} std={self.std!r}")
         if any(s <= 0 for s in self.std):

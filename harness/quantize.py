@@ -53,6 +53,7 @@ from typing import Any, Optional, Sequence, Union
 import numpy as np
 
 from common.errors import ConfigError, ExportError, ImageDecodeError
+from common.validate import positive_int
 from .artifact import (
     INPUT_NAME,
     LEGACY_MODEL_FILE,
@@ -331,8 +332,7 @@ def quantize_int8(
     if algo not in ALGOS:
         raise ConfigError(f"algo must be one of {', '.join(ALGOS)}, got {algo!r}")
     for name, value in (("num_calibration", num_calibration), ("num_check", num_check), ("batch_size", batch_size), ("topk", topk)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        positive_int(value, name)
     if not 0.0 <= min_agreement <= 1.0:
         raise ConfigError(f"min_agreement must be in [0, 1], got {min_agreement!r}")
     out = check_target(Path(out_dir) if out_dir is not None else default_int8_dir(result), overwrite)

@@ -13,33 +13,12 @@ import os
 import sys
 import tempfile
 import warnings
-from functools import lru_cache
 from typing import Iterator
 
 from common.errors import ConfigError
+from common.machine import cpu_vendor, usable_cores
 
 log = logging.getLogger(__name__)
-
-
-@lru_cache(maxsize=1)
-def cpu_vendor() -> str:
-    """CPU vendor string from /proc/cpuinfo ('AuthenticAMD', 'GenuineIntel', or '' if unknown)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("vendor_id"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
-
-
-def cpu_count() -> int:
-    """Cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def prepare_environment(threads: int | None = None) -> None:
@@ -55,7 +34,7 @@ def prepare_environment(threads: int | None = None) -> None:
     # BatchNorm warns on every train() call that it tracks running statistics, which is what
     # fine-tuning wants.
     warnings.filterwarnings("ignore", message="When training, we now always track global mean and variance")
-    n = threads or cpu_count()
+    n = threads or usable_cores()
     os.environ.setdefault("OMP_NUM_THREADS", str(n))
     if cpu_vendor() == "AuthenticAMD":
         os.environ.setdefault("MKL_DEBUG_CPU_TYPE", "5")
@@ -65,7 +44,7 @@ def set_paddle_threads(threads: int | None) -> int:
     """Set Paddle's math-library thread count at run time; returns the count used."""
     import paddle
 
-    n = threads or cpu_count()
+    n = threads or usable_cores()
     core = getattr(getattr(paddle, "base", None), "core", None) or getattr(paddle.framework, "core", None)
     setter = getattr(core, "set_num_threads", None)
     if setter is not None:

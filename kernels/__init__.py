@@ -7,12 +7,11 @@ reference. ``kernels.cuda.preprocess_cuda`` is the CUDA entry point (device arra
 kernels is in ``kernels/README.md``.
 """
 
-from .fused import ENV_VAR, available_threads, backend, check_images, preprocess
+from .fused import ENV_VAR, backend, check_images, preprocess
 from .reference import preprocess_reference
 
 __all__ = [
     "ENV_VAR",
-    "available_threads",
     "backend",
     "check_images",
     "preprocess",

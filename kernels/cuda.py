@@ -22,7 +22,8 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from .fused import _out_dtype, _positive_int, _three_floats
+from common.validate import positive_int
+from .fused import _out_dtype, _three_floats
 
 #: Environment variable naming the CUDA library to load instead of the installed one.
 LIB_ENV_VAR = "TLBENCH_CUDA_LIB"
@@ -149,8 +150,8 @@ def preprocess_cuda(
     Returns:
         ``out`` (or the new CuPy array).
     """
-    resize_short = _positive_int("resize_short", resize_short)
-    crop_size = _positive_int("crop_size", crop_size)
+    resize_short = positive_int(resize_short, "resize_short", error=ValueError)
+    crop_size = positive_int(crop_size, "crop_size", error=ValueError)
     if crop_size > resize_short:
         raise ValueError(f"crop_size ({crop_size}) must not exceed resize_short ({resize_short})")
     mean32 = _three_floats("mean", mean)

@@ -28,6 +28,8 @@ from typing import Optional
 
 import numpy as np
 
+from common.validate import optional_positive_int
+
 try:
     import simplejpeg
 except ImportError:  # pragma: no cover - exercised only where simplejpeg is missing
@@ -88,8 +90,7 @@ def decode_jpeg(data: bytes, *, min_side: Optional[int] = None) -> np.ndarray:
     Raises:
         ValueError: the bytes are not a decodable image, or ``min_side`` is not a positive int.
     """
-    if min_side is not None and (isinstance(min_side, bool) or not isinstance(min_side, int) or min_side < 1):
-        raise ValueError(f"min_side must be a positive integer or None, got {min_side!r}")
+    optional_positive_int(min_side, "min_side", error=ValueError)
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise ValueError(f"data must be bytes, got {type(data).__name__}")
     # simplejpeg ignores EXIF orientation; rotated photos go through OpenCV, which applies it.

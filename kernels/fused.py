@@ -15,6 +15,8 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from common.machine import usable_cores
+from common.validate import positive_int
 from .reference import preprocess_reference
 
 log = logging.getLogger(__name__)
@@ -57,20 +59,6 @@ def backend() -> str:
     if _forced_reference() or _load_native() is None:
         return "reference"
     return "cpu-native"
-
-
-def available_threads() -> int:
-    """Cores this process may run on (its CPU affinity, not the machine's core count)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 def _three_floats(name: str, value: Any) -> list[float]:
@@ -154,8 +142,8 @@ def preprocess(
     Raises:
         ValueError: bad images, parameters or ``out`` (the message says what was expected).
     """
-    resize_short = _positive_int("resize_short", resize_short)
-    crop_size = _positive_int("crop_size", crop_size)
+    resize_short = positive_int(resize_short, "resize_short", error=ValueError)
+    crop_size = positive_int(crop_size, "crop_size", error=ValueError)
     if crop_size > resize_short:
         raise ValueError(
             f"crop_size ({crop_size}) must not exceed resize_short ({resize_short}): the center crop "
@@ -168,7 +156,7 @@ def preprocess(
     if not np.isfinite(scale):
         raise ValueError(f"scale must be a finite number, got {scale!r}")
     dt = _out_dtype(dtype)
-    n_threads = available_threads() if threads is None else _positive_int("threads", threads)
+    n_threads = usable_cores() if threads is None else positive_int(threads, "threads", error=ValueError)
     batch = check_images(images)
     shape = (len(batch), 3, crop_size, crop_size)
     if out is None:

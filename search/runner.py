@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional, Protocol
 
 from common.errors import ConfigError, TlbenchError
+from common.validate import optional_positive_int, positive_int
 
 from .journal import Journal, SearchMeta
 from .space import to_python
@@ -381,13 +382,11 @@ def run_search(
         raise ConfigError(f"run_search needs a Journal, got {type(journal).__name__}")
     if not callable(objective):
         raise ConfigError(f"the objective must be callable, got {objective!r}")
-    if n_trials is not None and (isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1):
-        raise ConfigError(f"n_trials must be a positive integer or None, got {n_trials!r}")
+    optional_positive_int(n_trials, "n_trials")
     if n_trials is None and strategy.max_points is None:
         raise ConfigError(f"n_trials is required: the {strategy.name} strategy has no bound on how many points "
                           "it proposes (max_points is None, as on a space with continuous dimensions)")
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ConfigError(f"workers must be a positive integer, got {workers!r}")
+    positive_int(workers, "workers")
     if devices is not None:
         devices = [str(d) for d in devices]
         if len(devices) < workers:

@@ -33,6 +33,7 @@ from typing import Any, ClassVar, NamedTuple, Optional
 import numpy as np
 
 from common.errors import ConfigError
+from common.validate import int_at_least, non_negative_int, positive_int
 
 from .space import Categorical, Dimension, Integer, ParamValue, Real, Space, point_key, to_python
 from .trial import Trial, TrialState
@@ -55,8 +56,7 @@ class Strategy(ABC):
     def __init__(self, space: Space, *, seed: int = 0, failure_value: Optional[float] = None) -> None:
         if not isinstance(space, Space):
             raise ConfigError(f"strategy {self.name!r} needs a search.space.Space, got {type(space).__name__}")
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
+        non_negative_int(seed, "seed")
         if failure_value is not None and not (isinstance(failure_value, (int, float)) and math.isfinite(failure_value)):
             raise ConfigError(f"failure_value must be a finite number or None, got {failure_value!r}")
         self.space = space
@@ -384,8 +384,7 @@ class BayesStrategy(Strategy):
             n_candidates = 10000 if size is None else min(10000, max(500, 20 * size))
         for name, value, low in (("n_initial_points", n_initial_points, 1), ("max_retries", max_retries, 0),
                                  ("n_candidates", n_candidates, 10)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ConfigError(f"bayes {name} must be an integer >= {low}, got {value!r}")
+            int_at_least(value, f"bayes {name}", low)
         if not isinstance(base_estimator, str) or base_estimator.upper() not in ("GP", "RF", "ET", "GBRT"):
             raise ConfigError(f"bayes base_estimator must be one of GP, RF, ET, GBRT, got {base_estimator!r}")
         from skopt import Optimizer  # lazy: skopt/sklearn take a second to import
@@ -559,8 +558,7 @@ def bit_rule(train_size: int, image_hw: Any, batch_size: int = BIT_BATCH_SIZE) -
     - Resolution: area below 96x96 -> resize 160, crop 128; otherwise resize 448, crop 384.
     - Mixup with alpha 0.1 above 20k examples, none below.
     """
-    if isinstance(train_size, bool) or not isinstance(train_size, (int, np.integer)) or train_size < 1:
-        raise ConfigError(f"bit strategy: train_size must be a positive integer, got {train_size!r}")
+    positive_int(train_size, "bit strategy: train_size")
     if isinstance(image_hw, (int, np.integer)) and not isinstance(image_hw, bool):
         hw = (int(image_hw), int(image_hw))
     elif isinstance(image_hw, (list, tuple)) and len(image_hw) == 2:
@@ -569,8 +567,7 @@ def bit_rule(train_size: int, image_hw: Any, batch_size: int = BIT_BATCH_SIZE) -
         raise ConfigError(f"bit strategy: image_hw must be an int or (height, width), got {image_hw!r}")
     if min(hw) < 1:
         raise ConfigError(f"bit strategy: image_hw must be positive, got {image_hw!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"bit strategy: batch_size must be a positive integer, got {batch_size!r}")
+    positive_int(batch_size, "bit strategy: batch_size")
     steps = 500 if train_size < 20_000 else 10_000 if train_size < 500_000 else 20_000
     small = hw[0] * hw[1] < 96 * 96
     return BitRule(

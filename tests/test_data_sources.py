@@ -394,3 +394,16 @@ def test_list_empty_file_names_the_file(tmp_path, write_image, empty):
     with pytest.raises(DatasetError, match=rf"{empty}_list .*{empty}_list.txt has no samples"):
         load_dataset("list", tmp_path, train_list="train_list.txt", val_list="val_list.txt",
                      test_list="test_list.txt")
+
+
+def test_list_images_is_sorted_skips_hidden_and_filters_suffixes(tmp_path):
+    from harness.data import JPEG_EXTENSIONS, list_images
+
+    for rel in ("b/2.JPG", "b/1.png", "a.jpeg", "notes.txt", ".hidden.jpg", ".cache/x.jpg", "b/c/3.jpg"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+    rel = lambda paths: [p.relative_to(tmp_path).as_posix() for p in paths]  # noqa: E731
+    assert rel(list_images(tmp_path)) == ["a.jpeg", "b/1.png", "b/2.JPG", "b/c/3.jpg"]
+    assert rel(list_images(tmp_path, extensions=JPEG_EXTENSIONS)) == ["a.jpeg", "b/2.JPG", "b/c/3.jpg"]
+    assert rel(list_images(tmp_path / "b", recursive=False)) == ["b/1.png", "b/2.JPG"]
+    assert list_images(tmp_path / "missing") == []

@@ -146,3 +146,31 @@ def test_export_command_refuses_to_overwrite(trained, tmp_path, capsys):
     assert main(["export", "--run", result.run_dir, "--out-dir", str(out)]) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert main(["export", "--run", result.run_dir, "--out-dir", str(out), "--overwrite"]) == 0
+
+
+def test_softmax_is_stable_and_keeps_float_dtypes():
+    from harness.metrics import softmax
+
+    big = np.array([[1000.0, 1001.0], [-5.0, -5.0]], np.float32)
+    out = softmax(big)
+    assert out.dtype == np.float32 and np.allclose(out.sum(axis=1), 1.0)
+    np.testing.assert_allclose(out[1], [0.5, 0.5])
+    assert softmax(np.array([1, 2, 3])).dtype == np.float64
+    np.testing.assert_allclose(softmax(big.T.astype(np.float64), axis=0), out.T.astype(np.float64), rtol=1e-6)
+
+
+def test_topk_orders_best_first_and_breaks_ties_by_lower_index():
+    from harness.metrics import topk
+
+    idx, val = topk(np.array([0.1, 0.5, 0.5, 0.2, 0.5]), 2)
+    assert idx.tolist() == [1, 2] and val.tolist() == [0.5, 0.5]
+    rows = np.array([[3.0, 1.0, 2.0, 3.0], [0.0, 0.0, 0.0, 1.0]])
+    idx, val = topk(rows, 3)
+    assert idx.tolist() == [[0, 3, 2], [3, 0, 1]] and val.tolist() == [[3.0, 3.0, 2.0], [1.0, 0.0, 0.0]]
+    assert topk(rows, 10)[0].shape == (2, 4)
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 4, (50, 30)).astype(np.float32)  # many ties
+    expected = np.argsort(-scores, axis=1, kind="stable")[:, :5]
+    np.testing.assert_array_equal(topk(scores, 5)[0], expected)
+    with pytest.raises(ValueError, match="k must be a positive integer"):
+        topk(rows, 0)

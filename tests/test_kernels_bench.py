@@ -9,7 +9,7 @@ import pytest
 
 import kernels
 from bench.cli import main
-from bench.commands import preprocess as bench_preprocess
+from bench.perf import preprocess_bench as bench_preprocess
 
 cv2 = pytest.importorskip("cv2")
 

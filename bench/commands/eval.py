@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from common.errors import ConfigError
+from common.validate import at_least
 
 from ._args import add_dataset_arguments
 
@@ -42,10 +43,9 @@ def predictor_options(args: argparse.Namespace, **extra):
     from harness.predictor import PredictorOptions
 
     resolve_precision(args)
-    if args.batch_size < 1:
-        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if args.threads is not None and args.threads < 1:
-        raise ConfigError(f"--threads must be >= 1, got {args.threads}")
+    at_least(args.batch_size, "--batch-size", 1)
+    if args.threads is not None:
+        at_least(args.threads, "--threads", 1)
     return PredictorOptions(
         backend=args.backend, precision=args.precision, batch_size=args.batch_size, threads=args.threads,
         gpu_id=args.gpu_id, trt_cache_dir=args.trt_cache_dir, **extra,
@@ -93,10 +93,9 @@ def run(args: argparse.Namespace) -> int:
 
     resolve_precision(args)
     check_backend(args.backend, args.precision)  # fail before the dataset is read
-    if args.limit is not None and args.limit < 1:
-        raise ConfigError(f"--limit must be >= 1, got {args.limit}")
-    if args.workers < 1:
-        raise ConfigError(f"--workers must be >= 1, got {args.workers}")
+    if args.limit is not None:
+        at_least(args.limit, "--limit", 1)
+    at_least(args.workers, "--workers", 1)
     # A carved val split must be carved as it was for training, or it may hold training images.
     from harness.artifact import ExportedModel
 

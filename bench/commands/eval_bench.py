@@ -17,25 +17,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import tempfile
-import time
 from pathlib import Path
-from typing import Any, Sequence
-
-import numpy as np
-
-from common.errors import ConfigError
 
 from bench.paths import BENCHMARK_DATASET
+from bench.perf.eval_bench import DEFAULT_DATASET, run_benchmark
+from common.validate import at_least
 
 from ._args import add_dataset_arguments
 from .eval import add_predictor_arguments, predictor_options
 
 NAME = "eval-bench"
 HELP = "benchmark exported evaluation: our pipeline vs the naive cv2/numpy loop (img/s and ratio)"
-# Without --dataset/--data-root: the benchmark image set as a folder dataset.
-DEFAULT_DATASET = "folder"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,111 +46,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_predictor_arguments(parser)
 
 
-def naive_preprocess(path: str, resize_short: int, crop: int, mean: np.ndarray, std: np.ndarray, scale: float) -> np.ndarray:
-    """One image the way PaddleClas's deploy ops do it: cv2 read, BGR→RGB, numpy ops, CHW float32."""
-    import cv2
-
-    from bench.perf.baseline import baseline_preprocess
-
-    img = cv2.imread(path)
-    if img is None:
-        raise ConfigError(f"cv2.imread could not read {path}")
-    return baseline_preprocess(img[:, :, ::-1], resize_short, crop, mean, std, scale)
-
-
-def naive_loop(predictor: Any, paths: Sequence[str], batch_size: int) -> tuple[np.ndarray, float]:
-    """Logits of ``paths`` through the naive loop and its wall time in seconds."""
-    spec = predictor.spec
-    mean = np.asarray(spec.mean, np.float32).reshape(1, 1, 3)
-    std = np.asarray(spec.std, np.float32).reshape(1, 1, 3)
-    outputs = []
-    start = time.perf_counter()
-    for i in range(0, len(paths), batch_size):
-        batch = np.array([naive_preprocess(p, spec.resize_short, spec.crop_size, mean, std, spec.scale)
-                          for p in paths[i : i + batch_size]])
-        outputs.append(predictor.predict(batch))
-    return np.concatenate(outputs), time.perf_counter() - start
-
-
-def _build_random_export(arch: str, image_size: int, classes: Sequence[str], workdir: Path) -> Path:
-    """Export a randomly initialised ``arch`` for ``classes`` into ``workdir`` and return its directory."""
-    import paddle
-
-    from harness.config import TrainConfig
-    from harness.export import export
-    from harness.models import create_model
-    from harness.results import CHECKPOINT_NAME, CONFIG_NAME, METRICS_NAME
-
-    run_dir = workdir / f"{arch}_random"
-    run_dir.mkdir(parents=True)
-    paddle.seed(0)
-    model = create_model(arch, len(classes))
-    paddle.save(model.state_dict(), str(run_dir / CHECKPOINT_NAME))
-    TrainConfig(model=arch, dataset="folder", image_size=image_size, epochs=1).write_yaml(run_dir / CONFIG_NAME)
-    (run_dir / METRICS_NAME).write_text(json.dumps({"classes": list(classes), "history": [], "val": {}, "metric": "top1"}))
-    return export(run_dir, workdir / "export").model_dir
-
-
-def _environment(predictor: Any) -> dict[str, Any]:
-    import kernels
-
-    cpu = platform.processor() or ""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    from harness.runtime import cpu_count
-
-    return {"cpu": cpu, "cores": cpu_count(), "python": platform.python_version(),
-            "kernels_backend": kernels.backend(), **predictor.describe()}
-
-
 def run(args: argparse.Namespace) -> int:
     """Run both pipelines, check they agree, print img/s and the ratio."""
-    from harness.data import load_dataset
-    from harness.evaluate import evaluate
-    from harness.predictor import Predictor
-
     for flag, value in (("--limit", args.limit), ("--repeats", args.repeats), ("--workers", args.workers),
                         ("--image-size", args.image_size)):
-        if value is not None and value < 1:
-            raise ConfigError(f"{flag} must be >= 1, got {value}")
-    dataset, data_root = args.dataset or DEFAULT_DATASET, args.data_root or str(BENCHMARK_DATASET)
-    splits = load_dataset(dataset, data_root)
-    samples = list(splits.split(args.split))[: args.limit or None]
-    if not samples:
-        raise ConfigError(f"split {args.split!r} of {data_root} is empty")
-    with tempfile.TemporaryDirectory(prefix="tlbench-eval-bench-") as tmp:
-        model_dir = Path(args.model) if args.model else _build_random_export(args.arch, args.image_size, splits.classes, Path(tmp))
-        predictor = Predictor(model_dir, predictor_options(args))
-        predictor.warmup()
-        paths = [s.path for s in samples]
-        ours_ips, naive_ips, ours, naive_logits = [], [], None, None
-        ours_wait, ours_infer = [], []
-        for _ in range(args.repeats):
-            ours = evaluate(predictor, samples, splits.classes, batch_size=args.batch_size, workers=args.workers,
-                            warmup=False)
-            ours_ips.append(ours.images_per_sec)
-            ours_wait.append(ours.input_wait_s)
-            ours_infer.append(ours.inference_s)
-            naive_logits, naive_s = naive_loop(predictor, paths, args.batch_size)
-            naive_ips.append(len(paths) / naive_s)
-        if ours.num_skipped:
-            raise ConfigError(f"{ours.num_skipped} unreadable image(s) in the split; the pipelines would not see the same images")
-        agree = float(np.mean(np.argmax(ours.logits, 1) == np.argmax(naive_logits, 1)))
-        record = {
-            "model_dir": str(model_dir) if args.model else f"(random-init {args.arch}, {args.image_size} px)",
-            "dataset": dataset, "data_root": data_root, "split": args.split, "num_images": len(paths),
-            "batch_size": args.batch_size, "workers": args.workers, "repeats": args.repeats,
-            "ours_images_per_sec": float(np.median(ours_ips)), "naive_images_per_sec": float(np.median(naive_ips)),
-            "ours_runs": ours_ips, "naive_runs": naive_ips,
-            "ours_input_wait_s": float(np.median(ours_wait)), "ours_inference_s": float(np.median(ours_infer)),
-            "argmax_agreement": agree, "ours_top1": ours.top1,
-            "naive_top1": float(np.mean(np.argmax(naive_logits, 1) == ours.labels)),
-            "environment": _environment(predictor),
-        }
-        record["ratio"] = record["ours_images_per_sec"] / record["naive_images_per_sec"]
+        if value is not None:
+            at_least(value, flag, 1)
+    record = run_benchmark(args, predictor_options(args))
     if args.out_dir:
         out = Path(args.out_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -170,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     env = record["environment"]
-    table = Table(title=f"exported evaluation, {env['model_name']} @ {predictor.spec.crop_size} px, {len(paths)} images, "
+    table = Table(title=f"exported evaluation, {env['model_name']} @ {record['image_size']} px, {record['num_images']} images, "
                         f"{env['backend']}/{env['precision']}, batch {args.batch_size}", title_justify="left")
     table.add_column("pipeline")
     table.add_column("img/s", justify="right")
@@ -181,6 +75,6 @@ def run(args: argparse.Namespace) -> int:
                   f"{record['naive_top1']:.4f}")
     console = Console()
     console.print(table)
-    console.print(f"ratio ours / naive: [bold]{record['ratio']:.2f}x[/bold]; same argmax on {agree:.1%} of images; "
-                  f"{env['cpu']}, {env['cores']} cores, Paddle {env['paddle_version']}")
+    console.print(f"ratio ours / naive: [bold]{record['ratio']:.2f}x[/bold]; same argmax on {record['argmax_agreement']:.1%} of images; "
+                  f"{env['cpu_model']}, {env['cpu_cores']} cores, Paddle {env['paddle_version']}")
     return 0

@@ -27,13 +27,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run every level; exit 1 when any request failed."""
     from bench.perf.load import load_images, parse_concurrency, run_load
-    from common.errors import ConfigError
+    from common.validate import at_least
 
     # httpx logs every request at INFO; thousands of lines would bury the table.
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
-    if args.max_images < 1:
-        raise ConfigError(f"--max-images must be >= 1, got {args.max_images}")
+    at_least(args.max_images, "--max-images", 1)
     levels = parse_concurrency(args.concurrency)
     images = load_images(args.images, args.max_images)
     report = run_load(args.url, images, levels, args.duration, warmup_s=args.warmup, timeout_s=args.timeout)

@@ -23,21 +23,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_predictor_arguments(parser)
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax in float64 (stable for large logits)."""
-    z = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
 def run(args: argparse.Namespace) -> int:
     """Predict every image; unreadable images are reported and make the exit status 1."""
     from harness.data import read_image_rgb
-    from common.errors import ConfigError, ImageDecodeError
+    from common.errors import ImageDecodeError
+    from common.validate import at_least
+    from harness.metrics import softmax, topk
     from harness.predictor import Predictor
 
-    if args.topk < 1:
-        raise ConfigError(f"--topk must be >= 1, got {args.topk}")
+    at_least(args.topk, "--topk", 1)
     predictor = Predictor(args.model, predictor_options(args))
     images, paths, failures = [], [], []
     for path in args.images:
@@ -48,15 +42,14 @@ def run(args: argparse.Namespace) -> int:
             failures.append({"image": path, "error": str(exc)})
     results = []
     if images:
-        probs = softmax(predictor.predict_images(images))
+        probs = softmax(np.asarray(predictor.predict_images(images), np.float64))
         classes = predictor.model.classes
-        k = min(args.topk, probs.shape[1])
-        for path, p in zip(paths, probs):
-            top = np.argsort(-p, kind="stable")[:k]
+        top_ids, top_scores = topk(probs, args.topk)
+        for path, top, scores in zip(paths, top_ids, top_scores):
             results.append({
                 "image": path,
                 "class_ids": [int(i) for i in top],
-                "scores": [float(p[i]) for i in top],
+                "scores": [float(s) for s in scores],
                 "label_names": [classes[i] if classes is not None else str(int(i)) for i in top],
             })
     if args.json:

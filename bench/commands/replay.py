@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from common.errors import ConfigError
+from common.validate import at_least
 
 NAME = "replay"
 HELP = "trials each strategy needs to come within X points of a finished grid search's best (replayed)"
@@ -31,12 +31,10 @@ def run(args: argparse.Namespace) -> int:
     """Replay every strategy over the seeds and print the table (or JSON)."""
     from search.replay import ReplayObjective, compare_strategies, parse_strategy_configs
 
-    if args.seeds < 1:
-        raise ConfigError(f"--seeds must be >= 1, got {args.seeds}")
-    if args.within < 0:
-        raise ConfigError(f"--within must be >= 0, got {args.within}")
-    if args.max_trials is not None and args.max_trials < 1:
-        raise ConfigError(f"--max-trials must be >= 1, got {args.max_trials}")
+    at_least(args.seeds, "--seeds", 1)
+    at_least(args.within, "--within", 0)
+    if args.max_trials is not None:
+        at_least(args.max_trials, "--max-trials", 1)
     objective = ReplayObjective(args.journal)
     values = [t.value for t in objective.trials if t.value is not None]
     fractions = all(0.0 <= v <= 1.0 for v in values)

@@ -46,12 +46,12 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from bench.serve.app import ServerSettings, bind_socket, build_predictor, create_app, serve
-    from common.errors import ConfigError
+    from common.validate import at_least
 
     from bench.commands.eval import resolve_precision
 
-    if args.threads is not None and args.threads < 1:
-        raise ConfigError(f"--threads must be >= 1, got {args.threads}")
+    if args.threads is not None:
+        at_least(args.threads, "--threads", 1)
     resolve_precision(args)
     settings = ServerSettings(
         max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_bytes=args.max_bytes, max_pixels=args.max_pixels,

@@ -8,10 +8,10 @@ from typing import Optional
 
 from bench.paths import BENCHMARK_DATASET_RELATIVE, REPO_ROOT
 from common.errors import DatasetError
+from harness.data.files import JPEG_EXTENSIONS, list_images
 
 log = logging.getLogger(__name__)
 
-JPEG_SUFFIXES = (".jpg", ".jpeg")
 
 
 def resolve_images_dir(images_dir: Optional[str]) -> Path:
@@ -48,7 +48,7 @@ def load_jpeg_bytes(images_dir: Path, max_images: int) -> list[tuple[str, bytes]
     Raises:
         DatasetError: no JPEG file was found.
     """
-    files = sorted(p for p in Path(images_dir).rglob("*") if p.suffix.lower() in JPEG_SUFFIXES and p.is_file())
+    files = list_images(images_dir, extensions=JPEG_EXTENSIONS)
     out: list[tuple[str, bytes]] = []
     skipped = 0
     for path in files:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from common.errors import ConfigError
+from harness.data.files import JPEG_EXTENSIONS, list_images
 from harness.metrics import latency_summary
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ BACKOFF_START_S = 0.05
 BACKOFF_MAX_S = 1.0
 # The reachability probe gives up sooner than the requests themselves.
 PROBE_TIMEOUT_S = 10.0
-LOAD_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+LOAD_IMAGE_EXTENSIONS = JPEG_EXTENSIONS | {".png"}
 
 
 @dataclass(frozen=True)
@@ -98,11 +99,11 @@ def load_images(source: str | Path, limit: int = 256) -> list[bytes]:
     if path.is_file():
         files = [path]
     elif path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in LOAD_IMAGE_SUFFIXES)
+        files = list_images(path, extensions=LOAD_IMAGE_EXTENSIONS)
     else:
         raise ConfigError(f"--images {path} does not exist")
     if not files:
-        raise ConfigError(f"--images {path} holds no {'/'.join(LOAD_IMAGE_SUFFIXES)} files")
+        raise ConfigError(f"--images {path} holds no {'/'.join(sorted(LOAD_IMAGE_EXTENSIONS))} files")
     if len(files) > limit:
         step = len(files) / limit
         files = [files[int(i * step)] for i in range(limit)]

@@ -7,6 +7,7 @@ from typing import Any, Optional
 import numpy as np
 
 from common.errors import ConfigError
+from common.validate import positive_int
 from harness.metrics import latency_summary
 
 from .clients import ClientPool, TensorClient
@@ -23,8 +24,7 @@ def quick_measurement(model_dir: Any, *, batch_size: int = 1, duration_s: float 
     """
     from harness.predictor import Predictor, PredictorOptions
 
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+    positive_int(batch_size, "batch_size")
     if not duration_s > 0 or warmup_s < 0:
         raise ConfigError(f"duration_s must be > 0 and warmup_s >= 0, got {duration_s!r} and {warmup_s!r}")
     predictor = Predictor(model_dir, PredictorOptions(backend=backend, precision=precision, batch_size=batch_size,

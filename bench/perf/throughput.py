@@ -39,13 +39,14 @@ import datetime as _dt
 import logging
 import math
 import os
-import platform
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
 from common.errors import ConfigError
+from common.machine import machine_facts, usable_cores
+from common.validate import positive_int
 from harness.metrics import latency_summary
 
 from .baseline import AGREEMENT_IMAGES, prediction_agreement
@@ -112,11 +113,10 @@ class ThroughputConfig:
             raise ConfigError(f"--duration must be > 0 seconds (or give --requests), got {self.duration_s!r}")
         for flag, value in (("--repetitions", self.repetitions), ("--max-images", self.max_images),
                             ("--topk", self.topk)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ConfigError(f"{flag} must be a positive integer, got {value!r}")
+            positive_int(value, flag)
         for flag, value in (("--requests", self.requests), ("--threads", self.threads)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
-                raise ConfigError(f"{flag} must be a positive integer, got {value!r}")
+            if value is not None:
+                positive_int(value, flag)
 
     def threads_for(self, concurrency: int, cores: int) -> int:
         """Math-library (and preprocessing) threads of each predictor at ``concurrency`` clients."""
@@ -197,17 +197,6 @@ def add_ratios(points: list[dict[str, Any]]) -> None:
 # -- environment -----------------------------------------------------------------------------------
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _gpu_name() -> Optional[str]:
     import paddle
 
@@ -225,7 +214,6 @@ def environment(cfg: ThroughputConfig, model: Any) -> dict[str, Any]:
     import paddle
 
     import kernels
-    from harness.runtime import cpu_count
     from kernels import decode
 
     try:
@@ -233,27 +221,21 @@ def environment(cfg: ThroughputConfig, model: Any) -> dict[str, Any]:
     except OSError:
         load = []
     simplejpeg = getattr(decode, "simplejpeg", None)
-    return {
-        "cpu_model": _cpu_model(),
-        "cpu_cores": cpu_count(),
-        "cpu_logical": os.cpu_count() or 0,
-        "load_average": load,
-        "gpu": _gpu_name(),
-        "os": platform.platform(),
-        "python_version": platform.python_version(),
-        "paddle_version": paddle.__version__,
-        "numpy_version": np.__version__,
-        "opencv_version": cv2.__version__,
-        "jpeg_decoder": f"simplejpeg {simplejpeg.__version__}" if simplejpeg is not None else f"opencv {cv2.__version__}",
-        "backend": cfg.backend,
-        "precision": cfg.precision,
-        "kernels_backend": kernels.backend(),
-        "model_name": model.model_name,
-        "model_dir": str(model.model_dir),
-        "image_size": int(model.preprocess.crop_size),
-        "resize_short": int(model.preprocess.resize_short),
-        "num_classes": model.num_classes,
-    }
+    return machine_facts(
+        load_average=load,
+        gpu=_gpu_name(),
+        paddle_version=paddle.__version__,
+        opencv_version=cv2.__version__,
+        jpeg_decoder=f"simplejpeg {simplejpeg.__version__}" if simplejpeg is not None else f"opencv {cv2.__version__}",
+        backend=cfg.backend,
+        precision=cfg.precision,
+        kernels_backend=kernels.backend(),
+        model_name=model.model_name,
+        model_dir=str(model.model_dir),
+        image_size=int(model.preprocess.crop_size),
+        resize_short=int(model.preprocess.resize_short),
+        num_classes=model.num_classes,
+    )
 
 
 # -- the measurement -------------------------------------------------------------------------------
@@ -320,8 +302,6 @@ def run_throughput(cfg: ThroughputConfig, *, progress: Optional[Callable[[str], 
     """
     from harness.artifact import ExportedModel
     from harness.predictor import check_backend
-    from harness.runtime import cpu_count
-
     say = progress or (lambda message: log.info("%s", message))
     check_backend(cfg.backend, cfg.precision)
     model = ExportedModel.load(cfg.model_dir)
@@ -330,7 +310,7 @@ def run_throughput(cfg: ThroughputConfig, *, progress: Optional[Callable[[str], 
     jpegs = [data for _, data in named]
     say(f"{len(jpegs)} JPEGs from {images_dir}, {model.model_name} @ {model.preprocess.crop_size} px, "
         f"{cfg.backend}/{cfg.precision}")
-    cores = cpu_count()
+    cores = usable_cores()
     env = environment(cfg, model)
     started = _dt.datetime.now(_dt.timezone.utc)
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from common.errors import ConfigError
+from common.machine import usable_cores
 
 from .presets import bit_options, search_space
 from .scoring import EvalSettings, cached_splits
@@ -91,7 +92,7 @@ def prepare_objective(meta, run_dir: Path, base, settings, n_trials, *, workers:
         raise ConfigError(f"dataset {splits.name!r} has no validation images to score trials on")
     if workers > 1 and not devices and not ray and base.threads is None:
         # Processes sharing the CPU get an equal share of its cores instead of all of them each.
-        base = dataclasses.replace(base, threads=max(1, runtime.cpu_count() // workers))
+        base = dataclasses.replace(base, threads=max(1, usable_cores() // workers))
     evaluation = EvalSettings(settings["eval_backend"], settings["eval_precision"], settings["eval_batch_size"],
                               base.threads, settings["latency_seconds"], settings["latency_batch"])
     return TrialObjective(base, str(run_dir / "trials"), evaluation)

@@ -46,6 +46,8 @@ from typing import Any, AsyncIterator, Callable, Optional, Sequence
 import numpy as np
 
 from common.errors import ConfigError
+from common.validate import positive_int
+from harness.metrics import softmax, topk
 
 from .batcher import DEFAULT_MAX_QUEUE, DynamicBatcher, ServerStats, batch_buckets
 from .errors import ApiError
@@ -69,9 +71,7 @@ class ServerSettings:
 
     def __post_init__(self) -> None:
         for name in ("max_batch", "max_bytes", "max_pixels", "max_queue", "default_topk"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
+            positive_int(getattr(self, name), f"--{name.replace('_', '-')}")
         if not 0 <= self.max_wait_ms <= 10_000:
             raise ConfigError(f"--max-wait-ms must be in [0, 10000], got {self.max_wait_ms!r}")
 
@@ -79,13 +79,6 @@ class ServerSettings:
     def admission_limit(self) -> int:
         """``/predict`` requests allowed in the server at once (module docstring: admission control)."""
         return self.max_queue + self.max_batch
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Softmax of a logits vector, in float64 (stable for large logits)."""
-    z = np.asarray(logits, np.float64)
-    e = np.exp(z - z.max())
-    return e / e.sum()
 
 
 # -- batcher wiring ---------------------------------------------------------------------------
@@ -207,8 +200,8 @@ def add_predict_route(app: Any, predictor: Any, settings: ServerSettings, batche
             del data
             decoded = time.perf_counter()
             logits, batch_size = await batcher.submit(tensor)
-        probs = softmax(logits)
-        top = np.argsort(-probs, kind="stable")[: min(k, len(probs))]
+        probs = softmax(np.asarray(logits, np.float64))
+        top, _ = topk(probs, k)
         stats.requests[200] += 1
         return JSONResponse({
             "model": model.model_name,
@@ -338,5 +331,4 @@ __all__: Sequence[str] = (
     "make_batcher",
     "make_infer",
     "serve",
-    "softmax",
 )

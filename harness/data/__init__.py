@@ -9,6 +9,7 @@ folders, PaddleClas list files, official benchmark formats) into :class:`Dataset
 from common.errors import DatasetError, DownloadError, ImageDecodeError
 from .catalog import dataset_names, default_data_root, load_dataset
 from .demo import DEMO_CLASSES, cache_dir, ensure_demo
+from .files import IMAGE_EXTENSIONS, JPEG_EXTENSIONS, list_images
 from .download import DATASET_RESOURCES, download_file, extract_archive
 from .image_io import decode_image_rgb, read_image_rgb
 from .loader import DataLoader
@@ -18,6 +19,8 @@ from .types import DataReport, DatasetSplits, Sample
 __all__ = [
     "DATASET_RESOURCES",
     "DEMO_CLASSES",
+    "IMAGE_EXTENSIONS",
+    "JPEG_EXTENSIONS",
     "DataLoader",
     "DatasetError",
     "DownloadError",
@@ -34,6 +37,7 @@ __all__ = [
     "download_file",
     "ensure_demo",
     "extract_archive",
+    "list_images",
     "load_dataset",
     "mixup_batch",
     "read_image_rgb",

@@ -17,6 +17,7 @@ from typing import Callable, Iterator, Optional, Sequence
 import numpy as np
 
 from common.errors import ConfigError, ImageDecodeError
+from common.validate import non_negative_int, positive_int
 from .image_io import read_image_rgb
 from .types import DataReport, Sample
 
@@ -54,12 +55,10 @@ class DataLoader:
         strict: bool = False,
         prefetch: Optional[int] = None,
     ) -> None:
-        if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
-            raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
-        if isinstance(workers, bool) or int(workers) != workers or workers < 1:
-            raise ConfigError(f"workers must be a positive integer, got {workers!r}")
-        if prefetch is not None and (int(prefetch) != prefetch or prefetch < 1):
-            raise ConfigError(f"prefetch must be a positive integer, got {prefetch!r}")
+        positive_int(batch_size, "batch_size", integral_float=True)
+        positive_int(workers, "workers", integral_float=True)
+        if prefetch is not None:
+            positive_int(prefetch, "prefetch", integral_float=True)
         if not callable(transform):
             raise ConfigError(f"transform must be callable, got {type(transform).__name__}")
         self.samples = tuple(samples)
@@ -77,8 +76,7 @@ class DataLoader:
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose shuffle order and augmentations the next iteration produces."""
-        if int(epoch) != epoch or epoch < 0:
-            raise ConfigError(f"epoch must be a non-negative integer, got {epoch!r}")
+        non_negative_int(epoch, "epoch", integral_float=True)
         self.epoch = int(epoch)
 
     def __len__(self) -> int:

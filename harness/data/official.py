@@ -8,7 +8,6 @@ the dataset has no official val split (it is then carved from train).
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -16,7 +15,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from common.errors import DatasetError
-from .sources import IMAGE_EXTENSIONS
+from .files import list_images
 from .splits import fixed_count_split
 from .types import Sample
 
@@ -206,9 +205,7 @@ def _caltech101(root: Path, seed: int) -> AdapterResult:
     classes = sorted(d.name for d in cat_root.iterdir() if d.is_dir() and d.name != "BACKGROUND_Google" and not d.name.startswith("."))
     samples = []
     for label, cls in enumerate(classes):
-        for f in sorted(os.listdir(cat_root / cls)):
-            if os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS:
-                samples.append(Sample(str(cat_root / cls / f), label))
+        samples.extend(Sample(str(path), label) for path in list_images(cat_root / cls, recursive=False))
     # No official split: the common protocol (Kornblith et al. 2019) takes 30 random
     # images per class for training and tests on the rest; seeded, so reproducible.
     train, test = fixed_count_split(samples, CALTECH_TRAIN_PER_CLASS, seed)

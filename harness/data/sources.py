@@ -8,13 +8,11 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from common.errors import DatasetError
+from .files import list_images
 from .splits import check_files, stratified_split
 from .types import DataReport, DatasetSplits, Sample
 
 log = logging.getLogger(__name__)
-
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".jp2"})
-
 
 def assemble(
     name: str,
@@ -68,16 +66,6 @@ def assemble(
     )
 
 
-def _list_images(folder: Path) -> list[str]:
-    files: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for f in sorted(filenames):
-            if not f.startswith(".") and os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS:
-                files.append(os.path.abspath(os.path.join(dirpath, f)))
-    return files
-
-
 def _class_dirs(split_dir: Path) -> list[str]:
     return sorted(d.name for d in split_dir.iterdir() if d.is_dir() and not d.name.startswith("."))
 
@@ -112,7 +100,7 @@ def load_folder(
         for cls in _class_dirs(split_dir):
             if cls not in index:
                 raise DatasetError(f"{name}: class folder {split_dir / cls} does not exist in {train_dir}")
-            samples.extend(Sample(p, index[cls]) for p in _list_images(split_dir / cls))
+            samples.extend(Sample(os.path.abspath(p), index[cls]) for p in list_images(split_dir / cls))
         return samples
 
     train = read_split("train") or []

@@ -8,11 +8,11 @@ tlbench builds a network; every model it returns carries ``model_name``,
 
 from __future__ import annotations
 
-import numbers
 import os
 from typing import Any
 
 from common.errors import ModelError
+from common.validate import positive_int
 from .pretrained import LoadReport, download_to_cache, load_pretrained, read_weights_file, resolve_weights
 from .registry import PretrainedConfig, get_entry, list_models, register_model
 
@@ -48,8 +48,7 @@ def create_model(
     ``model.load_report``. ``strict_pretrained=True`` turns missing or unexpected keys into
     ModelError. Unknown names and unreadable files raise ModelError.
     """
-    if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 1:
-        raise ModelError(f"num_classes must be a positive integer, got {num_classes!r}")
+    positive_int(num_classes, "num_classes", error=ModelError)
     if not isinstance(name, str):
         raise ModelError(f"model name must be a string, got {name!r}")
     entry = get_entry(name)

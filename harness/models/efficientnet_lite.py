@@ -30,6 +30,8 @@ import paddle
 from paddle import nn
 
 from common.errors import IntegrityError, ModelError
+from common.validate import positive_int
+
 from . import ops
 from .freezing import StageFreezing
 from .pretrained import LoadReport, load_pretrained, read_weights_file, resolve_weights, sha256_of
@@ -200,8 +202,7 @@ class EfficientNetLite(StageFreezing, nn.Layer):
         super().__init__()
         if bn_momentum is not None and not 0.0 <= bn_momentum < 1.0:
             raise ModelError(f"bn_momentum must be in [0, 1), got {bn_momentum!r}")
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-            raise ModelError(f"num_classes must be a positive integer, got {num_classes!r}")
+        positive_int(num_classes, "num_classes", error=ModelError)
         if not 0.0 <= dropout < 1.0 or not 0.0 <= drop_path_rate < 1.0:
             raise ModelError(f"dropout and drop_path_rate must be in [0, 1), got {dropout!r}, {drop_path_rate!r}")
         self.conv_stem = _conv(3, STEM_CHANNELS, 3, stride=2)

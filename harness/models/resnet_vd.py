@@ -26,7 +26,6 @@ older PaddleClas 2.0 dygraph models (``conv1_1._conv.weight``, ``bb_0_0...``,
 from __future__ import annotations
 
 import math
-import numbers
 import re
 from collections import defaultdict
 from typing import Any, Iterable, Sequence
@@ -35,6 +34,7 @@ import paddle
 from paddle import nn
 
 from common.errors import ModelError
+from common.validate import positive_int
 from .freezing import StageFreezing
 from .registry import PretrainedConfig, register_model
 
@@ -262,8 +262,7 @@ class ResNetVd(StageFreezing, nn.Layer):
 
 
 def _check_num_classes(num_classes: Any) -> None:
-    if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 1:
-        raise ModelError(f"num_classes must be a positive integer, got {num_classes!r}")
+    positive_int(num_classes, "num_classes", error=ModelError)
 
 
 def build_resnet_vd(depth: int, num_classes: int = 1000) -> ResNetVd:
