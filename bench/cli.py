@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "bench.commands.train",
     "bench.commands.search",
     "bench.commands.train_speed",
+    "bench.commands.trial_speed",
     "bench.commands.loader_bench",
     "bench.commands.report",
     "bench.commands.replay",
