@@ -80,7 +80,7 @@ class FrozenPrefix:
         import paddle
         import paddle.inference as pi
 
-        from .runtime import cpu_count
+        from common.machine import usable_cores
 
         self._workdir = Path(tempfile.mkdtemp(prefix="tlbench-prefix-"))
         atexit.register(shutil.rmtree, self._workdir, True)
@@ -96,7 +96,7 @@ class FrozenPrefix:
         config.enable_mkldnn()
         # Primitives for the full batch and for a shorter last batch of an epoch.
         config.set_mkldnn_cache_capacity(8)
-        config.set_cpu_math_library_num_threads(threads or cpu_count())
+        config.set_cpu_math_library_num_threads(threads or usable_cores())
         predictor = pi.create_predictor(config)
         self._input = predictor.get_input_handle(predictor.get_input_names()[0])
         self._output = predictor.get_output_handle(predictor.get_output_names()[0])

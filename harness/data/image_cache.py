@@ -23,6 +23,7 @@ from typing import Optional
 import numpy as np
 
 from common.errors import ConfigError, ImageDecodeError
+from common.validate import non_negative_int
 
 from ..runtime import fast_trials_enabled
 
@@ -36,9 +37,7 @@ class DecodedImageCache:
     """Thread-safe LRU of decoded ``HxWx3`` uint8 images keyed on file content, bounded in bytes."""
 
     def __init__(self, max_bytes: int) -> None:
-        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0:
-            raise ConfigError(f"max_bytes must be an integer >= 0, got {max_bytes!r}")
-        self.max_bytes = max_bytes
+        self.max_bytes = non_negative_int(max_bytes, "max_bytes")
         self._entries: "collections.OrderedDict[bytes, np.ndarray]" = collections.OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
