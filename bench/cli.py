@@ -20,6 +20,8 @@ COMMAND_MODULES = [
     "bench.commands.train",
     "bench.commands.search",
     "bench.commands.train_speed",
+    "bench.commands.trial_speed",
+    "bench.commands.train_profile",
     "bench.commands.loader_bench",
     "bench.commands.report",
     "bench.commands.replay",

@@ -21,6 +21,18 @@ from common.machine import cpu_vendor, usable_cores
 log = logging.getLogger(__name__)
 
 
+FAST_TRIALS_ENV = "TLBENCH_FAST_TRIALS"
+
+
+def fast_trials_enabled() -> bool:
+    """False when ``TLBENCH_FAST_TRIALS`` is ``0``/``off``/``false``/``no`` (default: on).
+
+    Off, training runs the whole model in dygraph and decodes every image each time it is
+    read, as a reference for speed and accuracy comparisons (see :mod:`harness.prefix`).
+    """
+    return os.environ.get(FAST_TRIALS_ENV, "1").strip().lower() not in ("0", "off", "false", "no")
+
+
 def prepare_environment(threads: int | None = None) -> None:
     """Set thread counts and MKL dispatch before Paddle is imported.
 

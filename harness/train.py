@@ -29,9 +29,11 @@ import paddle.nn.functional as F  # noqa: E402
 from . import runtime  # noqa: E402
 from .config import TrainConfig  # noqa: E402
 from .data import DataLoader, DatasetSplits, EvalTransform, TrainTransform, load_dataset, mixup_batch  # noqa: E402
+from .data.image_cache import shared_cache  # noqa: E402
 from common.errors import ConfigError, DivergenceError, TlbenchError  # noqa: E402
 from .metrics import classification_metrics  # noqa: E402
 from .models import create_model, freeze_stages  # noqa: E402
+from .prefix import FrozenPrefix, frozen_prefix, val_features  # noqa: E402
 from .results import CHECKPOINT_NAME, CONFIG_NAME, METRICS_NAME, TrainResult  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -133,6 +135,17 @@ def predict_logits(model: paddle.nn.Layer, loader: DataLoader) -> tuple[np.ndarr
     return np.concatenate(all_logits), np.concatenate(all_labels)
 
 
+def predict_suffix_logits(model: paddle.nn.Layer, features: np.ndarray, n: int, batch_size: int) -> np.ndarray:
+    """Logits of ``model.forward_suffix`` over precomputed prefix ``features``, in eval mode."""
+    model.eval()
+    chunks = []
+    with paddle.no_grad():
+        for start in range(0, len(features), batch_size):
+            logits = model.forward_suffix(paddle.to_tensor(features[start : start + batch_size]), n)
+            chunks.append(logits.astype("float32").numpy())
+    return np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
+
+
 def _check_finite(loss_value: float, epoch: int, step: int, lr: float) -> None:
     if not math.isfinite(loss_value):
         raise DivergenceError(
@@ -175,15 +188,20 @@ def fine_tune(
              run_dir, len(splits.train), len(splits.val), num_classes, device)
 
     spec = cfg.preprocess
+    cache = shared_cache()
     train_loader = DataLoader(
         splits.train, TrainTransform(spec), batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed,
         workers=cfg.workers, drop_last=len(splits.train) > cfg.batch_size, report=splits.report,
-        strict=cfg.strict_data,
+        strict=cfg.strict_data, cache=cache,
     )
     val_loader = DataLoader(
         splits.val, EvalTransform(spec), batch_size=cfg.batch_size, shuffle=False, seed=cfg.seed,
-        workers=cfg.workers, report=splits.report, strict=cfg.strict_data,
+        workers=cfg.workers, report=splits.report, strict=cfg.strict_data, cache=cache,
     )
+    # The frozen prefix runs as inference (harness.prefix); the model trains from its output.
+    prefix: Optional[FrozenPrefix] = None
+    if cfg.freeze and device == "cpu" and runtime.fast_trials_enabled():
+        prefix = frozen_prefix(model, cfg.freeze, cfg.image_size, threads=cfg.threads)
     steps_per_epoch = len(train_loader)
     if cfg.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
@@ -217,13 +235,14 @@ def fine_tune(
             if cfg.mixup:
                 images, idx_a, idx_b, lam = mixup_batch(images, np.arange(len(labels)), cfg.mixup_alpha, rng)
                 targets = lam * targets[idx_a] + (1.0 - lam) * targets[idx_b]
-            x = paddle.to_tensor(images)
             t = paddle.to_tensor(targets.astype(np.float32))
-            if cfg.amp:
+            if prefix is not None:
+                loss = soft_cross_entropy(model.forward_suffix(paddle.to_tensor(prefix(images)), cfg.freeze), t)
+            elif cfg.amp:
                 with paddle.amp.auto_cast(level="O1", dtype="float16" if cfg.amp == "fp16" else "bfloat16"):
-                    loss = soft_cross_entropy(model(x), t)
+                    loss = soft_cross_entropy(model(paddle.to_tensor(images)), t)
             else:
-                loss = soft_cross_entropy(model(x), t)
+                loss = soft_cross_entropy(model(paddle.to_tensor(images)), t)
             loss_value = float(loss.item())
             _check_finite(loss_value, epoch, step, lr)
             if scaler is not None:
@@ -240,7 +259,13 @@ def fine_tune(
                 on_step(StepInfo(epoch, step, steps_per_epoch, loss_value, lr, seen / (time.perf_counter() - start)))
         train_seconds = time.perf_counter() - start
         eval_start = time.perf_counter()
-        logits, labels = predict_logits(model, val_loader)
+        if prefix is not None:
+            # Val images are not augmented: their prefix features are computed once per process.
+            identity = (tuple((str(sample.path), sample.label) for sample in splits.val), spec)
+            features, labels = val_features(prefix, val_loader, identity)
+            logits = predict_suffix_logits(model, features, cfg.freeze, max(cfg.batch_size, 64))
+        else:
+            logits, labels = predict_logits(model, val_loader)
         val_metrics = classification_metrics(logits, labels, num_classes) if len(labels) else {}
         record = {
             "epoch": epoch + 1,

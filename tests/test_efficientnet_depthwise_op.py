@@ -41,6 +41,12 @@ def _run(fn, x_np, w_np, g_np):
         (1, 6, 9, 7, 5, 1, None),
         (2, 3, 11, 13, 3, 2, [2, 0, 1, 3]),  # arbitrary asymmetric padding
         (1, 2, 5, 5, 5, 1, [0, 0, 0, 0]),  # kernel as large as the input
+        # Outputs with at most 2 * C positions take the channels-last path.
+        (2, 40, 6, 6, 3, 1, None),
+        (3, 72, 7, 5, 5, 2, None),
+        (2, 96, 3, 3, 5, 1, None),
+        (2, 33, 12, 12, 5, 2, None),  # a channel count that fills no vector evenly
+        (2, 50, 6, 7, 3, 2, [2, 0, 1, 3]),
     ],
 )
 def test_matches_paddle_grouped_conv(ops, n, c, h, w, k, s, pads):

@@ -18,6 +18,8 @@ import numpy as np
 
 from common.errors import ConfigError, ImageDecodeError
 from common.validate import non_negative_int, positive_int
+
+from .image_cache import DecodedImageCache
 from .image_io import read_image_rgb
 from .types import DataReport, Sample
 
@@ -39,6 +41,8 @@ class DataLoader:
     of its batch, recorded in ``report.skipped`` and logged once; with ``strict=True``
     the iteration raises :class:`ImageDecodeError` naming the file instead. Because of
     skipping, a batch may be smaller than ``batch_size`` and ``len()`` is an upper bound.
+    With a ``cache`` (:class:`~harness.data.image_cache.DecodedImageCache`) each file is
+    decoded once for every loader that shares the cache.
     """
 
     def __init__(
@@ -54,6 +58,7 @@ class DataLoader:
         report: Optional[DataReport] = None,
         strict: bool = False,
         prefetch: Optional[int] = None,
+        cache: Optional[DecodedImageCache] = None,
     ) -> None:
         positive_int(batch_size, "batch_size", integral_float=True)
         positive_int(workers, "workers", integral_float=True)
@@ -72,6 +77,7 @@ class DataLoader:
         self.strict = bool(strict)
         # Enough batches in flight to keep every worker busy while the consumer holds one.
         self.prefetch = int(prefetch) if prefetch is not None else 2 * self.workers
+        self.cache = cache
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -101,7 +107,7 @@ class DataLoader:
     def _decode(self, index: int) -> Optional[np.ndarray]:
         sample = self.samples[index]
         try:
-            return read_image_rgb(sample.path)
+            return self.cache.read(sample.path) if self.cache is not None else read_image_rgb(sample.path)
         except ImageDecodeError as exc:
             if self.strict:
                 raise

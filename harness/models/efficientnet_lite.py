@@ -32,6 +32,7 @@ from paddle import nn
 from common.errors import IntegrityError, ModelError
 from common.validate import positive_int
 
+from ..runtime import fast_trials_enabled
 from . import ops
 from .freezing import StageFreezing
 from .pretrained import LoadReport, load_pretrained, read_weights_file, resolve_weights, sha256_of
@@ -113,7 +114,34 @@ def _bn(channels: int, momentum: float | None) -> nn.BatchNorm2D:
 def _conv(in_ch: int, out_ch: int, kernel: int, stride: int = 1) -> nn.Conv2D:
     # "SAME" is TensorFlow's rule: pad (total // 2, total - total // 2) per axis,
     # with total = max((ceil(n / s) - 1) * s + k - n, 0).
+    if kernel == 1 and stride == 1:
+        return PointwiseConv2D(in_ch, out_ch)
     return nn.Conv2D(in_ch, out_ch, kernel, stride=stride, padding="SAME", bias_attr=False)
+
+
+class PointwiseConv2D(nn.Conv2D):
+    """1x1 convolution (stride 1, no bias) that trains on CPU as one matrix product.
+
+    Paddle's CPU convolution runs one small GEMM per sample; on the 3x3-12x12 maps of
+    Lite0's later stages at 96-128 px that is 1.2-2.5x slower, forward plus backward, than
+    ``[N*H*W, C_in] @ [C_in, C_out]`` on channels-last rows (measured single-threaded). In
+    dygraph on CPU (float32, ``TLBENCH_FAST_TRIALS`` not 0) the forward is that product;
+    traced code (``jit.save``) and other devices use the stock convolution, which computes
+    the same function. Parameters are those of ``nn.Conv2D``.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int) -> None:
+        super().__init__(in_ch, out_ch, 1, stride=1, padding=0, bias_attr=False)
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        if not (paddle.in_dynamic_mode() and x.place.is_cpu_place() and x.dtype == paddle.float32
+                and fast_trials_enabled()):
+            return super().forward(x)
+        n, c, h, w = x.shape
+        out = self.weight.shape[0]
+        rows = x.transpose([0, 2, 3, 1]).reshape([n * h * w, c])
+        y = paddle.matmul(rows, self.weight.reshape([out, c]), transpose_y=True)
+        return y.reshape([n, h, w, out]).transpose([0, 3, 1, 2])
 
 
 class SameDepthwiseConv2D(nn.Conv2D):
@@ -254,6 +282,20 @@ class EfficientNetLite(StageFreezing, nn.Layer):
             groups.append([self.blocks[j] for j in range(start, end)])
             start = end
         return groups
+
+    def prefix_layer(self, n: int) -> nn.Layer:
+        """Stem and the first ``n - 1`` stages as one layer (shares this model's parameters)."""
+        n = self._check_split(n)
+        blocks = [self.blocks[j] for j in range(self.stage_ends[n - 2] if n > 1 else 0)]
+        return nn.Sequential(self.conv_stem, self.bn0, self.act, *blocks)
+
+    def forward_suffix(self, h: paddle.Tensor, n: int) -> paddle.Tensor:
+        """Logits from the output of :meth:`prefix_layer` ``(n)``."""
+        n = self._check_split(n)
+        for j in range(self.stage_ends[n - 2] if n > 1 else 0, len(self.blocks)):
+            h = self.blocks[j](h)
+        h = self.act(self.bn1(self.conv_head(h)))
+        return self.fc(self.dropout(paddle.flatten(self.pool(h), start_axis=1)))
 
 
     # ---------------------------------------------------------------- weights

@@ -21,6 +21,24 @@ class StageFreezing:
     def stage_layers(self) -> list[list[Any]]:  # pragma: no cover - defined by each model
         raise NotImplementedError
 
+    def prefix_layer(self, n: int) -> Any:  # pragma: no cover - defined by each model
+        """A ``paddle.nn.Layer`` that computes groups ``[0, n)`` of :meth:`stage_layers`.
+
+        It shares this model's parameters; ``forward_suffix(prefix_layer(n)(x), n)`` equals
+        ``forward(x)``.
+        """
+        raise NotImplementedError
+
+    def forward_suffix(self, h: Any, n: int) -> Any:  # pragma: no cover - defined by each model
+        """Logits from ``h``, the output of the first ``n`` groups (see :meth:`prefix_layer`)."""
+        raise NotImplementedError
+
+    def _check_split(self, n: int) -> int:
+        groups = len(self.stage_layers())
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= groups:
+            raise ModelError(f"a model split needs n in [1, {groups}], got {n!r}")
+        return n
+
     @property
     def frozen_stages(self) -> int:
         """How many groups of :meth:`stage_layers` are frozen (0 = none)."""

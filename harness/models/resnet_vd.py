@@ -250,6 +250,21 @@ class ResNetVd(StageFreezing, nn.Layer):
             start += depth
         return groups
 
+    def _blocks_before(self, n: int) -> int:
+        return sum(self.stage_depths[: n - 1])
+
+    def prefix_layer(self, n: int) -> nn.Layer:
+        """Stem (with its max pool) and the first ``n - 1`` stages as one layer (shares parameters)."""
+        n = self._check_split(n)
+        return nn.Sequential(self.stem, self.max_pool, *[self.blocks[j] for j in range(self._blocks_before(n))])
+
+    def forward_suffix(self, h: paddle.Tensor, n: int) -> paddle.Tensor:
+        """Logits from the output of :meth:`prefix_layer` ``(n)``."""
+        n = self._check_split(n)
+        for j in range(self._blocks_before(n), len(self.blocks)):
+            h = self.blocks[j](h)
+        return self.fc(self.flatten(self.avg_pool(h)))
+
 
     # ---------------------------------------------------------------- naming
     @staticmethod

@@ -1,0 +1,70 @@
+"""``bench trial-speed``: search trials timed with this code and with a baseline, side by side."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+from ._args import add_dataset_arguments
+
+NAME = "trial-speed"
+HELP = "time search trials with this code and with a baseline installation (speed-up, val top-1, img/s)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from bench.paths import BENCHMARK_DATASET
+
+    add_dataset_arguments(parser, dataset_absent="default folder", data_root_absent=f"default {BENCHMARK_DATASET}")
+    parser.add_argument("--baseline-bench", metavar="PATH",
+                        help="`bench` of the baseline installation, e.g. a git worktree of an older commit with "
+                             "its own venv (default: this code with TLBENCH_FAST_TRIALS=0)")
+    parser.add_argument("--points", choices=["corners", "fixed"], default="corners",
+                        help="corners: lr {0.1, 0.0001} x mixup {on, off}; fixed: lr 0.003 only (corners)")
+    parser.add_argument("--recipe", choices=["reference", "none"], default="reference",
+                        help="reference: Lite0 from ImageNet weights, 96 px, 8 epochs, --freeze 4, --val-fraction "
+                             "0.2; none: only the flags after --flags (reference)")
+    parser.add_argument("--flags", nargs=argparse.REMAINDER, default=[],
+                        help="further `bench search` flags for both runs, after the recipe's (they win)")
+    parser.add_argument("--order", choices=["baseline-first", "new-first"], default="baseline-first")
+    parser.add_argument("--out-dir", help="keep both searches and trial_speed.json here (default: a temporary folder)")
+    parser.add_argument("--json", action="store_true", help="print the comparison as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    from bench.paths import BENCHMARK_DATASET
+    from bench.perf.trial_speed import REFERENCE_RECIPE, TrialSpeedConfig, compare_trials
+
+    dataset = args.dataset or "folder"
+    data_root = args.data_root or (str(BENCHMARK_DATASET) if args.dataset is None else None)
+    out_dir = Path(args.out_dir) if args.out_dir else Path(tempfile.mkdtemp(prefix="trial-speed-"))
+    recipe = (list(REFERENCE_RECIPE) if args.recipe == "reference" else []) + list(args.flags)
+    result = compare_trials(TrialSpeedConfig(
+        dataset=dataset, data_root=data_root, out_dir=out_dir, points=args.points, recipe=recipe,
+        baseline_bench=args.baseline_bench, order=args.order,
+    ))
+    (out_dir / "trial_speed.json").write_text(json.dumps(result, indent=2))
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"search trials: {result['baseline']} vs this code")
+    for col in ("point", "baseline s", "new s", "speed-up", "baseline val", "new val", "|Δ| pts",
+                "train img/s before → after"):
+        table.add_column(col, justify="left" if col == "point" else "right")
+    for r in result["rows"]:
+        table.add_row(
+            ", ".join(f"{k}={v}" for k, v in r["params"].items()), f"{r['baseline_s']:.1f}", f"{r['new_s']:.1f}",
+            f"{r['speedup']:.2f}x", f"{r['baseline_val_top1']:.4f}", f"{r['new_val_top1']:.4f}",
+            f"{r['abs_diff_points']:.2f}",
+            f"{r['baseline_train_images_per_s']:.1f} → {r['new_train_images_per_s']:.1f}",
+        )
+    console = Console()
+    console.print(table)
+    console.print(f"median speed-up {result['median_speedup']:.2f}x, total {result['total_speedup']:.2f}x; "
+                  f"mean |Δ val top-1| {result['mean_abs_diff_points']:.2f} points; written {out_dir / 'trial_speed.json'}")
+    console.print(f"environment: {result['environment']}")
+    return 0

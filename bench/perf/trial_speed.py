@@ -1,0 +1,154 @@
+"""Search trials timed with this code and with a baseline installation, side by side.
+
+A trial is what ``bench search`` runs per point: fine-tune with per-epoch validation, export,
+score the export on val through Paddle Inference, measure its latency. :func:`compare_trials`
+runs the same small grid twice, as two ``bench search`` processes one after the other, and
+pairs the journals' trials by their parameters: wall time (``finished_at - started_at``), the
+ratio, val top-1 and training img/s. The baseline is another installation's ``bench`` (a
+``git worktree`` of an older commit with its own venv) or this one with
+``TLBENCH_FAST_TRIALS=0``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from common.errors import TlbenchError
+
+# The reference trial: 20 % of train as val, EfficientNet-Lite0 from its ImageNet weights, 96 px,
+# 8 epochs, the stem and the first three stages frozen.
+REFERENCE_RECIPE = (
+    "--model", "EfficientNet_Lite0", "--pretrained", "imagenet", "--image-size", "96", "--epochs", "8",
+    "--freeze", "4", "--val-fraction", "0.2", "--batch-size", "32",
+)
+# Search spaces: the four corners of lr x mixup (l2 1e-4, no label smoothing), or the fixed scheme.
+POINTS = {
+    "corners": "replace: true\ndimensions:\n  lr: [0.1, 0.0001]\n  mixup: [true, false]\n",
+    "fixed": "replace: true\ndimensions:\n  lr: [0.003]\n",
+}
+
+
+@dataclass(frozen=True)
+class TrialSpeedConfig:
+    """What to run: dataset, points, recipe flags, the baseline, and where the searches go."""
+
+    dataset: str
+    data_root: Optional[str]
+    out_dir: Path
+    points: str = "corners"
+    recipe: Sequence[str] = REFERENCE_RECIPE
+    baseline_bench: Optional[str] = None
+    order: str = "baseline-first"
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.points not in POINTS:
+            raise TlbenchError(f"points must be one of {sorted(POINTS)}, got {self.points!r}")
+        if self.order not in ("baseline-first", "new-first"):
+            raise TlbenchError(f"order must be baseline-first or new-first, got {self.order!r}")
+
+
+def run_search_process(bench: Sequence[str], env: dict[str, str], cfg: TrialSpeedConfig, name: str,
+                       space: Path) -> dict[str, Any]:
+    """Run one ``bench search --strategy grid`` and read its trials back from the journal."""
+    command = [*bench, "search", "--dataset", cfg.dataset]
+    if cfg.data_root:
+        command += ["--data-root", str(cfg.data_root)]
+    command += ["--strategy", "grid", "--space", str(space), "--out-dir", str(cfg.out_dir), "--name", name,
+                "--export-dir", str(cfg.out_dir / f"{name}-best"), "--overwrite", *cfg.recipe]
+    started = time.perf_counter()
+    proc = subprocess.run(command, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-5:])
+        raise TlbenchError(f"`{' '.join(command)}` exited with {proc.returncode}:\n{tail}")
+    return {"command": command, "wall_seconds": wall, "trials": read_trials(cfg.out_dir / name)}
+
+
+def read_trials(run_dir: Path) -> dict[str, dict[str, Any]]:
+    """The finished trials of a search directory, keyed on their parameters (JSON, sorted keys)."""
+    from search import load_trials
+
+    trials: dict[str, dict[str, Any]] = {}
+    for trial in load_trials(run_dir):
+        if trial.finished_at is None:
+            continue
+        history = trial.metrics.get("train_history", [])
+        trials[json.dumps(trial.params, sort_keys=True)] = {
+            "params": trial.params,
+            "state": trial.state.value,
+            "seconds": trial.finished_at - (trial.started_at or trial.finished_at),
+            "timings": trial.timings,
+            "val_top1": trial.metrics.get("val_top1"),
+            "val_history": [h.get("val_top1") for h in history],
+            "train_images_per_s": statistics.median(h["train_images_per_s"] for h in history) if history else None,
+        }
+    return trials
+
+
+def compare(baseline: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """Rows of paired trials and the summary: median and total speed-up, mean |Δ val top-1| in points."""
+    rows = []
+    for key, b in baseline["trials"].items():
+        n = new["trials"].get(key)
+        if n is None:
+            continue
+        both = b["val_top1"] is not None and n["val_top1"] is not None
+        rows.append({
+            "params": b["params"], "baseline_s": b["seconds"], "new_s": n["seconds"],
+            "speedup": b["seconds"] / n["seconds"] if n["seconds"] > 0 else None,
+            "baseline_val_top1": b["val_top1"], "new_val_top1": n["val_top1"],
+            "abs_diff_points": abs(b["val_top1"] - n["val_top1"]) * 100 if both else None,
+            "baseline_train_images_per_s": b["train_images_per_s"], "new_train_images_per_s": n["train_images_per_s"],
+        })
+    speedups = [r["speedup"] for r in rows if r["speedup"]]
+    diffs = [r["abs_diff_points"] for r in rows if r["abs_diff_points"] is not None]
+    total_b, total_n = sum(r["baseline_s"] for r in rows), sum(r["new_s"] for r in rows)
+    return {
+        "rows": rows,
+        "median_speedup": statistics.median(speedups) if speedups else None,
+        "total_speedup": total_b / total_n if total_n > 0 else None,
+        "mean_abs_diff_points": statistics.fmean(diffs) if diffs else None,
+        "baseline_median_s": statistics.median(r["baseline_s"] for r in rows) if rows else None,
+        "new_median_s": statistics.median(r["new_s"] for r in rows) if rows else None,
+    }
+
+
+def compare_trials(cfg: TrialSpeedConfig) -> dict[str, Any]:
+    """Run the baseline and this code on the same points; the comparison plus both searches' trials.
+
+    The first trial of each search also pays one-off costs (building the depthwise op if its
+    build folder is stale, the frozen prefix, the first decode of every image); the median
+    over the points is the figure to quote.
+    """
+    from common.machine import machine_facts
+
+    cfg.out_dir.mkdir(parents=True, exist_ok=True)
+    space = cfg.out_dir / "points.yaml"
+    space.write_text(POINTS[cfg.points])
+    here = [sys.executable, "-m", "bench.cli"]
+    env = {**os.environ, **cfg.extra_env}
+    if cfg.baseline_bench:
+        # Its own build folder for the Paddle depthwise op: two versions of the op sharing one
+        # folder would rebuild it in turn, inside the timed trials.
+        baseline_env = {**env, "TLBENCH_OPS_DIR": str(cfg.out_dir / "baseline-ops")}
+        baseline = ([cfg.baseline_bench], baseline_env, cfg.baseline_bench)
+    else:
+        baseline = (here, {**env, "TLBENCH_FAST_TRIALS": "0"}, "this code with TLBENCH_FAST_TRIALS=0")
+    runs = [("baseline", baseline[0], baseline[1]), ("new", here, {**env, "TLBENCH_FAST_TRIALS": "1"})]
+    if cfg.order == "new-first":
+        runs.reverse()
+    searches = {label: run_search_process(cmd, e, cfg, label, space) for label, cmd, e in runs}
+    return {
+        "points": cfg.points, "recipe": list(cfg.recipe), "dataset": cfg.dataset, "data_root": cfg.data_root,
+        "baseline": baseline[2], "order": cfg.order, **compare(searches["baseline"], searches["new"]),
+        "searches": searches, "environment": machine_facts(),
+    }

@@ -1,0 +1,46 @@
+"""bench trial-speed: pairing trials of two searches, and one tiny run end to end."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench.perf.trial_speed import compare
+
+
+def _search(trials):
+    return {"trials": {json.dumps(p, sort_keys=True): {"params": p, "seconds": s, "val_top1": v,
+                                                       "train_images_per_s": ips}
+                       for p, s, v, ips in trials}}
+
+
+def test_compare_pairs_trials_by_params():
+    a, b, c = {"lr": 0.1}, {"lr": 0.01}, {"lr": 0.001}
+    baseline = _search([(a, 100.0, 0.50, 10.0), (b, 80.0, 0.70, 12.0), (c, 60.0, 0.2, 11.0)])
+    new = _search([(b, 20.0, 0.72, 50.0), (a, 25.0, 0.49, 40.0)])  # c is missing: not paired
+    result = compare(baseline, new)
+    assert [r["params"] for r in result["rows"]] == [a, b]
+    assert result["rows"][0]["speedup"] == pytest.approx(4.0)
+    assert result["median_speedup"] == pytest.approx((4.0 + 4.0) / 2)
+    assert result["total_speedup"] == pytest.approx(180.0 / 45.0)
+    assert result["mean_abs_diff_points"] == pytest.approx((1.0 + 2.0) / 2)
+
+
+@pytest.mark.slow
+def test_trial_speed_runs_both_searches(image_folder_dataset, tmp_path, capsys):
+    from bench.cli import main
+
+    root = image_folder_dataset({"train": 6, "test": 2}, name="ts")
+    out = tmp_path / "ts-out"
+    code = main(["trial-speed", "--dataset", "folder", "--data-root", str(root), "--points", "fixed",
+                 "--recipe", "none", "--out-dir", str(out), "--json", "--flags", "--model", "ResNet_tiny",
+                 "--image-size", "32", "--epochs", "1", "--freeze", "2", "--latency-seconds", "0",
+                 "--val-fraction", "0.34"])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    assert len(result["rows"]) == 1 and result["rows"][0]["params"] == {"lr": 0.003}
+    assert result["rows"][0]["new_s"] > 0 and result["rows"][0]["baseline_s"] > 0
+    assert result["baseline"].endswith("TLBENCH_FAST_TRIALS=0")
+    assert "cpu_model" in result["environment"] and "cpu_flags" in result["environment"]
+    assert json.loads((out / "trial_speed.json").read_text())["rows"] == result["rows"]
