@@ -353,6 +353,19 @@ def test_quick_measurement_gives_the_journal_latency_keys(tiny_export):
         quick.quick_measurement(tiny_export, batch_size=0)
 
 
+def test_quick_measurement_reuses_a_given_predictor(tiny_export, monkeypatch):
+    from harness.predictor import Predictor, PredictorOptions
+
+    predictor = Predictor(tiny_export, PredictorOptions(batch_size=4, threads=1))
+
+    def no_new_predictor(*args, **kwargs):
+        raise AssertionError("quick_measurement built a predictor of its own")
+
+    monkeypatch.setattr(Predictor, "__init__", no_new_predictor)
+    result = quick.quick_measurement(predictor, batch_size=2, duration_s=0.1, warmup_s=0.0)
+    assert result["latency_batch"] == 2 and result["img_per_s"] > 0
+
+
 def test_client_pool_reuses_its_threads_across_measurements():
     import threading
 

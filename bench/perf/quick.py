@@ -12,9 +12,12 @@ from harness.metrics import latency_summary
 
 from .clients import ClientPool, TensorClient
 
-def quick_measurement(model_dir: Any, *, batch_size: int = 1, duration_s: float = 1.0, warmup_s: float = 0.3,
+def quick_measurement(model: Any, *, batch_size: int = 1, duration_s: float = 1.0, warmup_s: float = 0.3,
                       backend: str = "cpu", precision: str = "fp32", threads: Optional[int] = None) -> dict[str, float]:
     """A short model-only measurement for a search journal: one client, one batch size, seeded input.
+
+    ``model`` is an export directory (a predictor is built with ``backend``, ``precision`` and
+    ``threads``) or a :class:`~harness.predictor.Predictor` to reuse.
 
     Returns ``latency_p50_ms``, ``latency_p99_ms`` (per request), ``img_per_s`` and
     ``latency_batch``, the metric keys ``bench report`` reads for its accuracy-vs-latency plot.
@@ -27,7 +30,10 @@ def quick_measurement(model_dir: Any, *, batch_size: int = 1, duration_s: float 
     positive_int(batch_size, "batch_size")
     if not duration_s > 0 or warmup_s < 0:
         raise ConfigError(f"duration_s must be > 0 and warmup_s >= 0, got {duration_s!r} and {warmup_s!r}")
-    predictor = Predictor(model_dir, PredictorOptions(backend=backend, precision=precision, batch_size=batch_size,
+    if isinstance(model, Predictor):
+        predictor = model
+    else:
+        predictor = Predictor(model, PredictorOptions(backend=backend, precision=precision, batch_size=batch_size,
                                                       threads=threads))
     size = predictor.spec.crop_size
     # Normalised pixels are roughly standard normal; the speed of a dense CNN does not depend on them.

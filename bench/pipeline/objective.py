@@ -15,7 +15,7 @@ from typing import Any
 
 from harness.config import TrainConfig
 
-from .scoring import EvalSettings, cached_splits, quantize_for_scoring, score_exported
+from .scoring import EvalSettings, cached_splits, quantize_for_scoring, score_exported, scoring_predictor
 
 log = logging.getLogger(__name__)
 
@@ -63,14 +63,16 @@ class TrialObjective:
             check = (exported.manifest or {}).get("parity", {})
             int8 = {"int8_agreement": check.get("agreement"), "float_exported_dir": str(float_dir)}
         t2 = time.perf_counter()
-        ev = score_exported(exported, splits.val, splits.classes, self.evaluation)
+        # One predictor scores val and then measures latency (building one takes 0.5-2 s).
+        predictor = scoring_predictor(exported, self.evaluation)
+        ev = score_exported(exported, splits.val, splits.classes, self.evaluation, predictor=predictor)
         t3 = time.perf_counter()
         latency: dict[str, Any] = {}
         if self.evaluation.latency_seconds > 0:
             from bench.perf.quick import quick_measurement
 
             latency = quick_measurement(
-                exported.model_dir, batch_size=self.evaluation.latency_batch,
+                predictor, batch_size=self.evaluation.latency_batch,
                 duration_s=self.evaluation.latency_seconds, backend=self.evaluation.backend,
                 precision=self.evaluation.precision, threads=self.evaluation.threads,
             )

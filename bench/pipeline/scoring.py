@@ -52,13 +52,24 @@ def quantize_for_scoring(result: Any, out_dir: str | Path, *, threads: Optional[
     return quantize_int8(result, out_dir, min_agreement=0.0, threads=threads, splits=splits)
 
 
-def score_exported(exported, samples, classes, settings: EvalSettings):
-    """Run ``evaluate`` on ``samples`` through a fresh predictor of ``exported``."""
-    from harness.evaluate import evaluate
+def scoring_predictor(exported, settings: EvalSettings):
+    """A predictor of ``exported`` with the scoring backend, precision, batch size and threads."""
     from harness.predictor import Predictor, PredictorOptions
 
-    predictor = Predictor(exported, PredictorOptions(
+    return Predictor(exported, PredictorOptions(
         backend=settings.backend, precision=settings.precision, batch_size=settings.batch_size,
         threads=settings.threads,
     ))
-    return evaluate(predictor, samples, classes, batch_size=settings.batch_size)
+
+
+def score_exported(exported, samples, classes, settings: EvalSettings, *, predictor=None):
+    """Run ``evaluate`` on ``samples`` through ``predictor`` (default: a fresh one of ``exported``).
+
+    Batches are decoded by threads: a search scores a few hundred images per trial, where
+    spawning worker processes took longer than the decoding they overlap (same batches, same
+    logits).
+    """
+    from harness.evaluate import evaluate
+
+    predictor = predictor or scoring_predictor(exported, settings)
+    return evaluate(predictor, samples, classes, batch_size=settings.batch_size, worker_kind="thread")
