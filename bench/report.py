@@ -96,6 +96,40 @@ def convergence(trials: Sequence[Trial]) -> list[Optional[float]]:
     return out
 
 
+def epoch_history(trial: Trial, key: str = "val_top1") -> list[Optional[float]]:
+    """Per-epoch ``key`` of a trial's training history (``metrics.train_history``), in epoch order."""
+    history = trial.metrics.get("train_history") or []
+    return [record.get(key) for record in history]
+
+
+def fidelity_correlation(trials: Sequence[Trial], epochs: Sequence[int] = (1, 2, 4),
+                         key: str = "val_top1") -> dict[str, Any]:
+    """Spearman rank correlation between the val metric after epoch ``e`` and after the last epoch.
+
+    Over COMPLETE trials whose history covers the last epoch (the longest history among them).
+    Says how well a short run ranks configurations the way the full run does: what
+    multi-fidelity search relies on. ``None`` where fewer than 3 trials or a constant column.
+    """
+    from scipy.stats import spearmanr
+
+    histories = [h for h in (epoch_history(t, key) for t in trials if t.state is TrialState.COMPLETE) if h]
+    if not histories:
+        return {"n_trials": 0, "last_epoch": None, "spearman": {}}
+    last = max(len(h) for h in histories)
+    full = [h for h in histories if len(h) == last and h[-1] is not None]
+    result: dict[str, Optional[float]] = {}
+    for e in epochs:
+        if not 1 <= e <= last:
+            continue
+        pairs = [(h[e - 1], h[-1]) for h in full if h[e - 1] is not None]
+        xs, ys = [p[0] for p in pairs], [p[1] for p in pairs]
+        if len(pairs) < 3 or len(set(xs)) < 2 or len(set(ys)) < 2:
+            result[str(e)] = None
+        else:
+            result[str(e)] = float(spearmanr(xs, ys).statistic)
+    return {"n_trials": len(full), "last_epoch": last, "spearman": result}
+
+
 def parameter_effects(trials: Sequence[Trial]) -> dict[str, list[dict[str, Any]]]:
     """Per parameter: COMPLETE trials grouped by level (or quantile bin) with n, mean and max value."""
     complete = [t for t in trials if t.state is TrialState.COMPLETE]
@@ -179,6 +213,7 @@ def summarize_run(run: RunData) -> dict[str, Any]:
         "wall_time_s": (max(ends) - min(starts)) if starts and ends else None,
         "convergence": convergence(run.trials),
         "effects": parameter_effects(run.trials),
+        "fidelity": fidelity_correlation(run.trials),
         "pareto": pareto_front(latency_points) if len(latency_points) >= 2 else [],
         "trials": [t.to_record() for t in run.trials],
     })
@@ -398,6 +433,12 @@ def _markdown(summaries: list[dict[str, Any]], table: list[dict[str, Any]], file
             lines.append("")
         for name in files.get(s["run_dir"], []):
             lines += [f"![{name}]({name})", ""]
+        fidelity = s.get("fidelity") or {}
+        if any(r is not None for r in (fidelity.get("spearman") or {}).values()):
+            cells = ", ".join(f"epoch {e}: {'n/a' if r is None else f'{r:.2f}'}" for e, r in fidelity["spearman"].items())
+            lines += ["### Early epochs as predictors of the final value", "",
+                      f"Spearman rank correlation of per-epoch val top-1 with epoch {fidelity['last_epoch']}, "
+                      f"over {fidelity['n_trials']} trials: {cells}.", ""]
         if s["pareto"]:
             lines.append(f"Pareto front (higher accuracy, lower p99 latency): trials {', '.join(map(str, s['pareto']))}.")
             lines.append("")
@@ -435,5 +476,5 @@ def write_report(run_dirs: Sequence[str | Path], out_dir: str | Path) -> dict[st
     return report
 
 
-__all__ = ["RunData", "load_run", "convergence", "disambiguate_labels", "parameter_effects", "pareto_front",
-           "seed_table", "summarize_run", "write_report"]
+__all__ = ["RunData", "load_run", "convergence", "disambiguate_labels", "epoch_history", "fidelity_correlation",
+           "parameter_effects", "pareto_front", "seed_table", "summarize_run", "write_report"]

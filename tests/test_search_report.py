@@ -85,3 +85,30 @@ def test_runs_sharing_dataset_and_strategy_get_distinct_labels(tmp_path):
     assert labels == ["demo-grid-grid-lr", "demo-grid-grid-wide", "demo-bayes"]
     md = (tmp_path / "out" / REPORT_MD).read_text()
     assert "## demo-grid-grid-lr" in md and "## demo-grid-grid-wide" in md
+
+
+def _trial_with_history(trial_id, history, state=TrialState.COMPLETE):
+    return Trial(id=trial_id, params={"lr": trial_id}, state=state, value=history[-1] if history else None,
+                 metrics={"train_history": [{"epoch": i + 1, "val_top1": v} for i, v in enumerate(history)]})
+
+
+def test_fidelity_correlation_ranks_early_epochs_against_the_last():
+    from bench.report import fidelity_correlation
+
+    trials = [
+        # epoch 1 ranks the trials exactly as epoch 4 does; epoch 2 exactly backwards.
+        _trial_with_history(1, [0.1, 0.9, 0.5, 0.2]),
+        _trial_with_history(2, [0.2, 0.8, 0.5, 0.4]),
+        _trial_with_history(3, [0.3, 0.7, 0.5, 0.6]),
+        _trial_with_history(4, [0.4, 0.6, 0.5, 0.8]),
+        _trial_with_history(5, [0.9, 0.1], state=TrialState.FAILED),  # not COMPLETE: left out
+        _trial_with_history(6, [0.5, 0.5, 0.5]),  # history shorter than the longest: left out
+    ]
+    result = fidelity_correlation(trials, epochs=(1, 2, 3, 4, 9))
+    assert result["n_trials"] == 4 and result["last_epoch"] == 4
+    assert result["spearman"]["1"] == pytest.approx(1.0)
+    assert result["spearman"]["2"] == pytest.approx(-1.0)
+    assert result["spearman"]["3"] is None  # a constant column has no rank correlation
+    assert result["spearman"]["4"] == pytest.approx(1.0)
+    assert "9" not in result["spearman"]
+    assert fidelity_correlation([]) == {"n_trials": 0, "last_epoch": None, "spearman": {}}
