@@ -143,28 +143,16 @@ void WeightGradPlane(const float* x, const float* dout, float* dw, const Geometr
 // contiguously, so the inner loops run over channels (hundreds in the layers that train)
 // instead of over output columns (3 to 12 of them at 96 px), and vectorise fully.
 
-// dst[p * c + ch] = src[ch * planes + p]: one sample from CHW to HWC, in cache-sized tiles.
-void ToChannelLast(const float* src, float* dst, int64_t c, int64_t planes) {
+// dst = src transposed: src is [rows][cols], dst is [cols][rows], copied in cache-sized tiles.
+// One sample goes CHW -> HWC with (rows, cols) = (C, H*W) and back with (H*W, C).
+void Transpose(const float* src, float* dst, int64_t rows, int64_t cols) {
   constexpr int64_t kTile = 32;
-  for (int64_t c0 = 0; c0 < c; c0 += kTile) {
-    const int64_t c1 = std::min(c, c0 + kTile);
-    for (int64_t p0 = 0; p0 < planes; p0 += kTile) {
-      const int64_t p1 = std::min(planes, p0 + kTile);
-      for (int64_t ch = c0; ch < c1; ++ch)
-        for (int64_t p = p0; p < p1; ++p) dst[p * c + ch] = src[ch * planes + p];
-    }
-  }
-}
-
-// dst[ch * planes + p] = src[p * c + ch]: back from HWC to CHW.
-void ToChannelFirst(const float* src, float* dst, int64_t c, int64_t planes) {
-  constexpr int64_t kTile = 32;
-  for (int64_t p0 = 0; p0 < planes; p0 += kTile) {
-    const int64_t p1 = std::min(planes, p0 + kTile);
-    for (int64_t c0 = 0; c0 < c; c0 += kTile) {
-      const int64_t c1 = std::min(c, c0 + kTile);
-      for (int64_t p = p0; p < p1; ++p)
-        for (int64_t ch = c0; ch < c1; ++ch) dst[ch * planes + p] = src[p * c + ch];
+  for (int64_t r0 = 0; r0 < rows; r0 += kTile) {
+    const int64_t r1 = std::min(rows, r0 + kTile);
+    for (int64_t c0 = 0; c0 < cols; c0 += kTile) {
+      const int64_t c1 = std::min(cols, c0 + kTile);
+      for (int64_t r = r0; r < r1; ++r)
+        for (int64_t col = c0; col < c1; ++col) dst[col * rows + r] = src[r * cols + col];
     }
   }
 }
@@ -172,7 +160,7 @@ void ToChannelFirst(const float* src, float* dst, int64_t c, int64_t planes) {
 // Filter taps as [K][K][C] so that one tap's weights for all channels are contiguous.
 std::vector<float> TapsChannelLast(const float* w, const Geometry& g) {
   std::vector<float> taps(g.k * g.k * g.c);
-  ToChannelLast(w, taps.data(), g.c, g.k * g.k);
+  Transpose(w, taps.data(), g.c, g.k * g.k);
   return taps;
 }
 
@@ -270,9 +258,9 @@ std::vector<paddle::Tensor> DepthwiseForward(const paddle::Tensor& x, const padd
     std::vector<float> xt(in_size), ot(out_size);
 #pragma omp for schedule(static)
     for (int64_t n = 0; n < g.n; ++n) {
-      ToChannelLast(xp + n * in_size, xt.data(), g.c, g.h * g.w);
+      Transpose(xp + n * in_size, xt.data(), g.c, g.h * g.w);
       ForwardSample(xt.data(), taps.data(), ot.data(), g);
-      ToChannelFirst(ot.data(), op + n * out_size, g.c, g.ho * g.wo);
+      Transpose(ot.data(), op + n * out_size, g.ho * g.wo, g.c);
     }
   }
   return {out};
@@ -323,10 +311,10 @@ std::vector<paddle::Tensor> DepthwiseBackward(const paddle::Tensor& x, const pad
     std::vector<float> xt(in_size), dt(out_size), dxt(in_size);
 #pragma omp for schedule(static)
     for (int64_t n = 0; n < g.n; ++n) {
-      ToChannelLast(xp + n * in_size, xt.data(), g.c, g.h * g.w);
-      ToChannelLast(dp + n * out_size, dt.data(), g.c, g.ho * g.wo);
+      Transpose(xp + n * in_size, xt.data(), g.c, g.h * g.w);
+      Transpose(dp + n * out_size, dt.data(), g.c, g.ho * g.wo);
       BackwardSample(xt.data(), dt.data(), taps.data(), dxt.data(), per_sample.data() + n * taps_size, g);
-      ToChannelFirst(dxt.data(), dxp + n * in_size, g.c, g.h * g.w);
+      Transpose(dxt.data(), dxp + n * in_size, g.h * g.w, g.c);
     }
 #pragma omp for schedule(static)
     for (int64_t i = 0; i < taps_size; ++i) {
