@@ -74,29 +74,54 @@ class ReplayObjective:
 
 
 def trials_to_target(strategy: Strategy, objective: ReplayObjective, target: float,
-                     max_trials: int) -> tuple[Optional[int], float]:
+                     max_trials: int, *, curve_trials: int = 0) -> tuple[Optional[int], float, list[Optional[float]]]:
     """Run ``strategy`` on ``objective`` (serially) until a value reaches ``target``.
 
-    Returns (trials needed or None if not reached within ``max_trials`` or before exhaustion,
-    summed recorded trial time in seconds up to that point).
+    Returns (trials needed, or None if not reached within ``max_trials`` or before the
+    strategy ran out of points; summed recorded trial time in seconds up to that point; the
+    best value so far after each trial). The run goes on past the target until the curve
+    covers ``curve_trials`` trials (best-so-far plots need the same length for every seed).
     """
     elapsed = 0.0
+    reached: Optional[int] = None
+    best: Optional[float] = None
+    curve: list[Optional[float]] = []
     for n in range(1, max_trials + 1):
+        if reached is not None and n > curve_trials:
+            break
         params = strategy.ask()
         if params is None:
-            return None, elapsed
+            break
         try:
             result = objective(params)
         except TlbenchError:
             strategy.tell(params, None)
-            trial = objective._trials.get(point_key(params))
-            elapsed += float((trial.timings if trial else {}).get("trial_s", 0.0))
+            if reached is None:
+                trial = objective._trials.get(point_key(params))
+                elapsed += float((trial.timings if trial else {}).get("trial_s", 0.0))
+            curve.append(best)
             continue
-        elapsed += float(result["timings"].get("trial_s", 0.0))
         strategy.tell(params, result["value"])
-        if result["value"] >= target:
-            return n, elapsed
-    return None, elapsed
+        if best is None or result["value"] > best:
+            best = result["value"]
+        curve.append(best)
+        if reached is None:
+            elapsed += float(result["timings"].get("trial_s", 0.0))
+            if result["value"] >= target:
+                reached = n
+    return reached, elapsed, curve
+
+
+def _band(curves: list[list[Optional[float]]], length: int) -> dict[str, list[Optional[float]]]:
+    """Median and quartiles over seeds of best-so-far after 1..length trials (None before any value)."""
+    out: dict[str, list[Optional[float]]] = {"trials": list(range(1, length + 1)), "q1": [], "median": [], "q3": []}
+    for i in range(length):
+        # A curve that ended early (the strategy ran out of points) keeps its last value.
+        column = [c[min(i, len(c) - 1)] for c in curves if c]
+        column = [v for v in column if v is not None]
+        for key, q in (("q1", 25), ("median", 50), ("q3", 75)):
+            out[key].append(float(np.percentile(column, q)) if column else None)
+    return out
 
 
 @dataclass(frozen=True)
@@ -110,13 +135,18 @@ class StrategyConfig:
 
 def compare_strategies(objective: ReplayObjective, configs: Sequence[StrategyConfig], *, seeds: int = 50,
                        within: float = 0.004, max_trials: Optional[int] = None,
-                       space: Optional[Space] = None) -> dict[str, Any]:
+                       space: Optional[Space] = None, budgets: Sequence[int] = (8, 12, 20)) -> dict[str, Any]:
     """Trials each strategy needs to come within ``within`` (value units) of the journal's best.
 
     Every config runs once per seed 0..seeds-1. Per config the result has the per-seed counts
     (None: not reached), ``median``, ``q1``, ``q3``, ``iqr`` (over the seeds that reached the
     target; a seed that did not counts as ``max_trials + 1`` so failures pull the median up
-    instead of vanishing), ``reached`` and ``median_time_s`` (recorded trial time). JSON-safe.
+    instead of vanishing), ``reached`` and ``median_time_s`` (recorded trial time),
+    ``reached_share`` (the share of seeds within each budget of ``budgets`` trials), and
+    ``best_so_far`` (median and quartiles over seeds of the best value after 1..max(budgets)
+    trials). Cost is also given in full-trial equivalents (``median_fte``, ``iqr_fte``: a trial
+    that trains the full number of epochs is 1 FTE, so for these strategies FTE = trials).
+    JSON-safe.
 
     A grid point the journal does not hold replays as a failed trial, which would bias the
     comparison; ``missing_points`` in the result counts them (and a warning is logged).
@@ -150,14 +180,18 @@ def compare_strategies(objective: ReplayObjective, configs: Sequence[StrategyCon
         max_trials = size
     best = objective.best_value
     target = best - within
+    budgets = sorted({int(b) for b in budgets})
+    curve_trials = min(max(budgets, default=0), max_trials)
     rows = []
     for config in configs:
         counts: list[Optional[int]] = []
         times: list[float] = []
+        curves: list[list[Optional[float]]] = []
         for seed in range(seeds):
             strategy = make_strategy(config.name, space, seed=seed, **config.options)
-            n, elapsed = trials_to_target(strategy, objective, target, max_trials)
+            n, elapsed, curve = trials_to_target(strategy, objective, target, max_trials, curve_trials=curve_trials)
             counts.append(n)
+            curves.append(curve)
             if n is not None:
                 times.append(elapsed)
         filled = np.array([c if c is not None else max_trials + 1 for c in counts], dtype=float)
@@ -174,6 +208,11 @@ def compare_strategies(objective: ReplayObjective, configs: Sequence[StrategyCon
             "iqr": q3 - q1,
             "mean": float(filled.mean()),
             "median_time_s": float(np.median(times)) if times else None,
+            "median_trials": median,
+            "median_fte": median,
+            "iqr_fte": q3 - q1,
+            "reached_share": {str(b): sum(c is not None and c <= b for c in counts) / seeds for b in budgets},
+            "best_so_far": _band(curves, curve_trials),
         })
         log.debug("%s: median %.1f trials (IQR %.1f) over %d seeds", config.label, median, q3 - q1, seeds)
     return {
@@ -184,6 +223,7 @@ def compare_strategies(objective: ReplayObjective, configs: Sequence[StrategyCon
         "seeds": seeds,
         "max_trials": max_trials,
         "grid_size": size,
+        "budgets": budgets,
         "missing_points": missing,
         "strategies": rows,
     }

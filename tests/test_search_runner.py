@@ -302,6 +302,35 @@ def test_bench_replay_command(grid_run, tmp_path, capsys):
     assert printed == json.loads(out.read_text())
     assert printed["within"] == pytest.approx(0.004) and printed["strategies"][0]["reached"] == 4
     assert main(["replay", str(grid_run), "--seeds", "0"]) == 2
+    assert main(["replay", str(grid_run), "--budgets", "0"]) == 2
+
+
+def test_replay_reports_budget_shares_fte_and_best_so_far(grid_run, tmp_path, capsys):
+    objective = ReplayObjective(grid_run)
+    result = compare_strategies(objective, [StrategyConfig("random", "random")], seeds=6, within=0.01,
+                                budgets=(3, 10, 40))
+    row = result["strategies"][0]
+    counts = row["trials"]
+    # Shares recomputed from the per-seed counts.
+    for budget in (3, 10, 40):
+        assert row["reached_share"][str(budget)] == sum(c is not None and c <= budget for c in counts) / 6
+    assert row["median_fte"] == row["median_trials"] == row["median"] and row["iqr_fte"] == row["iqr"]
+    band = row["best_so_far"]
+    assert band["trials"] == list(range(1, 41)) and len(band["median"]) == 40
+    medians = [m for m in band["median"] if m is not None]
+    assert medians == sorted(medians)  # best so far never decreases
+    assert all(q1 <= m <= q3 for q1, m, q3 in zip(band["q1"], band["median"], band["q3"]) if m is not None)
+    assert medians[-1] <= objective.best_value
+    # Every seed has reached the target by the trial where the curve's lowest quartile crosses it.
+    first_all = next((i + 1 for i, q in enumerate(band["q1"]) if q is not None and q >= result["target"]), None)
+    if first_all is not None:
+        assert sum(c is not None and c <= first_all for c in counts) >= 6 * 0.75
+
+    png = tmp_path / "best.png"
+    assert main(["replay", str(grid_run), "--strategies", "random", "bayes:n_initial_points=3", "--seeds", "2",
+                 "--budgets", "5", "--plot", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "within 5" in capsys.readouterr().out
 
 
 @pytest.mark.slow

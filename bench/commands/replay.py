@@ -23,6 +23,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="target: within this many accuracy points (percent) of the journal's best; values in [0, 1] "
                              "are fractions, so 0.4 means 0.004 (default 0.4)")
     parser.add_argument("--max-trials", type=int, default=None, help="give up after this many trials (default: grid size)")
+    parser.add_argument("--budgets", type=int, nargs="+", default=[8, 12, 20], metavar="N",
+                        help="report the share of seeds within each of these many trials (default 8 12 20); the "
+                             "best-so-far curves run to the largest")
+    parser.add_argument("--plot", default=None, metavar="PNG", help="also draw best-so-far vs cost to this PNG")
     parser.add_argument("--out", default=None, help="also write the JSON result to this file")
     parser.add_argument("--json", action="store_true", help="print the JSON result instead of a table")
 
@@ -35,13 +39,19 @@ def run(args: argparse.Namespace) -> int:
     at_least(args.within, "--within", 0)
     if args.max_trials is not None:
         at_least(args.max_trials, "--max-trials", 1)
+    for budget in args.budgets:
+        at_least(budget, "--budgets", 1)
     objective = ReplayObjective(args.journal)
     values = [t.value for t in objective.trials if t.value is not None]
     fractions = all(0.0 <= v <= 1.0 for v in values)
     within = args.within / 100.0 if fractions else args.within
     result = compare_strategies(objective, parse_strategy_configs(args.strategies), seeds=args.seeds,
-                                within=within, max_trials=args.max_trials)
+                                within=within, max_trials=args.max_trials, budgets=args.budgets)
     result["within_points"] = args.within
+    if args.plot:
+        from bench.replay_plot import plot_best_so_far
+
+        plot_best_so_far(result, args.plot, percent=fractions)
     text = json.dumps(result, indent=2)
     if args.out:
         Path(args.out).write_text(text + "\n")
@@ -54,16 +64,20 @@ def run(args: argparse.Namespace) -> int:
     scale = 100.0 if fractions else 1.0
     table = Table(title=f"Trials to come within {args.within:g} points of the best "
                         f"({result['best'] * scale:.2f}) of {result['journal']}, {args.seeds} seeds")
-    for column in ("strategy", "median trials", "IQR (q1-q3)", "reached", "median search time"):
+    budgets = [str(b) for b in result["budgets"]]
+    for column in ("strategy", "median trials (FTE)", "IQR (q1-q3)", "reached", *(f"within {b}" for b in budgets),
+                   "median search time"):
         table.add_column(column)
     for row in result["strategies"]:
         time_s = row["median_time_s"]
         table.add_row(row["label"], f"{row['median']:.1f}", f"{row['iqr']:.1f} ({row['q1']:.1f}-{row['q3']:.1f})",
-                      f"{row['reached']}/{args.seeds}", "-" if time_s is None else f"{time_s / 60:.1f} min")
+                      f"{row['reached']}/{args.seeds}", *(f"{row['reached_share'][b]:.0%}" for b in budgets),
+                      "-" if time_s is None else f"{time_s / 60:.1f} min")
     Console().print(table)
     if result.get("missing_points"):
         Console().print(f"[yellow]warning: {result['missing_points']} of {result['grid_size']} grid points are "
                         "missing from the journal; they replay as failed trials[/yellow]")
-    if args.out:
-        Console().print(f"wrote {args.out}")
+    for written in (args.out, args.plot):
+        if written:
+            Console().print(f"wrote {written}")
     return 0
