@@ -81,14 +81,14 @@ def load_trained_model(result: TrainResult):
     Raises:
         ExportError: the checkpoint cannot be read or does not fit the model.
     """
-    import paddle
-
     from .models import create_model
+    from .models.pdparams import read_paddle_state
 
     model = create_model(result.config.model, result.num_classes)
     try:
-        state = paddle.load(result.checkpoint)
-    except Exception as exc:  # paddle raises assorted types for a corrupt pickle
+        # Restricted unpickling: a checkpoint handed in runs no code while it is read.
+        state = read_paddle_state(result.checkpoint)
+    except Exception as exc:  # unreadable, truncated, or a pickle that names other globals
         raise ExportError(f"cannot read checkpoint {result.checkpoint}: {exc}") from exc
     if not isinstance(state, dict):
         raise ExportError(f"checkpoint {result.checkpoint} does not hold a state dict")

@@ -11,6 +11,7 @@ keeps parallel workers from fetching the same weights twice.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import logging
 import os
 import tempfile
@@ -110,6 +111,22 @@ def _is_url(text: str) -> bool:
     return urllib.parse.urlsplit(text).scheme.lower() in URL_SCHEMES
 
 
+def _refuse_plain_http(url: str) -> None:
+    # Weights are code-adjacent: a file swapped in transit decides what the model computes.
+    # Plain http is allowed only to this machine (a local mirror, tests), where no one is in between.
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme.lower() != "http":
+        return
+    host = (parts.hostname or "").lower()
+    loopback = host == "localhost"
+    try:
+        loopback = loopback or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    if not loopback:
+        raise DownloadError(f"refusing plain http:// for weights ({url}): use https:// or a local file")
+
+
 def _normalise_sha256(sha256: str | None) -> str | None:
     if sha256 is None:
         return None
@@ -169,7 +186,7 @@ def _fetch(url: str, dest: Path, expected: str | None) -> str:
 def download_to_cache(url: str, *, sha256: str | None = None, cache: str | os.PathLike[str] | None = None) -> Path:
     """Download ``url`` once into the weights cache and return the local path.
 
-    ``url`` may be ``http(s)://`` or ``file://``. With ``sha256`` the download (and a
+    ``url`` may be ``https://``, ``file://``, or ``http://`` to a loopback host only. With ``sha256`` the download (and a
     cached copy) must match it, otherwise DownloadError is raised and no file is left
     behind. Without it the digest seen is recorded in a ``.sha256`` sidecar, and a
     cached file that no longer matches its sidecar raises IntegrityError.
@@ -177,6 +194,7 @@ def download_to_cache(url: str, *, sha256: str | None = None, cache: str | os.Pa
     """
     if not isinstance(url, str) or not _is_url(url):
         raise DownloadError(f"download_to_cache needs an {'/'.join(URL_SCHEMES)} URL, got {url!r}")
+    _refuse_plain_http(url)
     expected = _normalise_sha256(sha256)
     name = Path(urllib.parse.unquote(urllib.parse.urlsplit(url).path)).name
     if not name:
@@ -281,17 +299,18 @@ def resolve_weights(spec: str | os.PathLike[str], model_name: str, cfg: Pretrain
 def read_weights_file(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     """Read a weights file into ``{name: numpy array}``; ModelError naming the file on failure.
 
-    ``.pdparams`` files are read with ``paddle.load``; other suffixes use the reader
+    ``.pdparams`` files are read with a restricted unpickler that runs no code from the file
+    (:func:`harness.models.pdparams.read_paddle_state`); other suffixes use the reader
     registered with :func:`register_weights_reader`.
     """
-    import paddle
+    from .pdparams import read_paddle_state
 
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"weights file {path} does not exist")
     reader = _READERS.get(path.suffix.lower())
     try:
-        state = reader(path) if reader is not None else paddle.load(str(path))
+        state = reader(path) if reader is not None else read_paddle_state(path)
     except ModelError:
         raise
     except Exception as exc:  # paddle raises assorted types for corrupt pickles
@@ -359,6 +378,13 @@ def load_pretrained(
     report = LoadReport(tuple(loaded), tuple(missing), tuple(unexpected), tuple(reinitialized), source)
     if strict and not report.complete:
         raise ModelError(f"strict pretrained loading failed: {report.summary()}")
+    if not loaded:
+        # Weights of another model (or another naming) would leave every tensor at random.
+        raise ModelError(f"{source or 'weights'}: none of its {len(keys)} tensors fits the model "
+                         f"({len(target)} tensors; {len(unexpected)} unknown names, {len(reinitialized)} wrong shapes)")
+    if len(loaded) < len(target) / 2:
+        logger.warning("%s: only %d of the model's %d tensors were loaded (%d unknown names, %d wrong shapes)",
+                       source or "weights", len(loaded), len(target), len(unexpected), len(reinitialized))
 
     for tensor, value in assignments:
         tensor.set_value(value.astype(_numpy_dtype(tensor), copy=False))
