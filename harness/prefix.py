@@ -5,7 +5,7 @@ update their batch-norm statistics, so on every training batch they compute a fi
 function of the (augmented, mixed) images. Dygraph still runs that function with its
 training-time kernels, at the network's highest resolutions. :class:`FrozenPrefix` runs it
 instead through Paddle Inference with oneDNN on CPU (batch norms folded into the
-convolutions, activations fused), or in dygraph under ``no_grad`` on a GPU; the trainable
+convolutions, activations fused; training on a GPU does not use it); the trainable
 suffix (``model.forward_suffix``) continues from its output. The result equals the dygraph
 prefix up to float rounding (``tests/test_prefix.py`` checks it).
 
@@ -130,26 +130,19 @@ _prefixes: "collections.OrderedDict[str, FrozenPrefix]" = collections.OrderedDic
 _features: "collections.OrderedDict[tuple, tuple[np.ndarray, np.ndarray]]" = collections.OrderedDict()
 
 
-def frozen_prefix(model: Any, n: int, image_size: int, *, device: str = "cpu",
-                  threads: Optional[int] = None) -> FrozenPrefix:
-    """The :class:`FrozenPrefix` of ``model``'s first ``n`` groups, built once per process.
+def frozen_prefix(model: Any, n: int, image_size: int, *, threads: Optional[int] = None) -> FrozenPrefix:
+    """The oneDNN :class:`FrozenPrefix` of ``model``'s first ``n`` groups, built once per process.
 
     Two models whose prefixes hold the same parameters (every trial of a search fine-tuning
-    the same pretrained weights) get the same object. CPU runs use oneDNN; other devices
-    run the model's own layers under ``no_grad``.
+    the same pretrained weights) get the same object.
     """
-    backend = "onednn" if device == "cpu" else "dygraph"
-    layer = model.prefix_layer(n)
-    key = prefix_fingerprint(layer, n, image_size, backend) + f"|{threads}"
+    key = prefix_fingerprint(model.prefix_layer(n), n, image_size, "onednn") + f"|{threads}"
     with _lock:
         if key in _prefixes:
             _prefixes.move_to_end(key)
-            cached = _prefixes[key]
-            if backend == "dygraph":
-                cached.layer = layer  # same weights, but this trial's layer objects and device
-            return cached
-    built = FrozenPrefix(model, n, image_size, backend=backend, threads=threads)
-    log.info("frozen prefix: groups [0, %d) at %d px through %s", n, image_size, backend)
+            return _prefixes[key]
+    built = FrozenPrefix(model, n, image_size, backend="onednn", threads=threads)
+    log.info("frozen prefix: groups [0, %d) at %d px through oneDNN", n, image_size)
     with _lock:
         _prefixes[key] = built
         while len(_prefixes) > _MAX_PREFIXES:
