@@ -516,6 +516,8 @@ BIT_MOMENTUM = 0.9
 BIT_BATCH_SIZE = 512  # the batch size the rule's step counts refer to
 BIT_MIXUP_ALPHA = 0.1
 BIT_SCHEDULE_MILESTONES = (0.3, 0.6, 0.9)  # lr x0.1 at these fractions of training
+#: ``rule``: the rule's steps and resolution; ``recipe``: its optimiser settings at the caller's epochs and size.
+BIT_BUDGETS = ("rule", "recipe")
 
 
 @dataclass(frozen=True)
@@ -531,8 +533,15 @@ class BitRule:
     resize_short: int
     mixup: bool
 
-    def params(self) -> dict[str, Any]:
-        """TrainConfig fields: lr, momentum, l2_decay, schedule, label_smoothing, mixup[, mixup_alpha], epochs, image_size, resize_short."""
+    def params(self, budget: str = "rule") -> dict[str, Any]:
+        """TrainConfig fields: lr, momentum, l2_decay, schedule, label_smoothing, mixup[, mixup_alpha], epochs, image_size, resize_short.
+
+        ``budget="recipe"`` leaves out epochs, image_size and resize_short: the rule's optimiser
+        settings at the caller's own compute budget (the rule's 500 steps at batch 512 and 384 px
+        are hours per trial on a CPU).
+        """
+        if budget not in BIT_BUDGETS:
+            raise ConfigError(f"bit strategy: budget must be one of {list(BIT_BUDGETS)}, got {budget!r}")
         out: dict[str, Any] = {
             "lr": BIT_LR,
             "momentum": BIT_MOMENTUM,
@@ -540,10 +549,9 @@ class BitRule:
             "schedule": "step",
             "label_smoothing": False,
             "mixup": self.mixup,
-            "epochs": self.epochs,
-            "image_size": self.image_size,
-            "resize_short": self.resize_short,
         }
+        if budget == "rule":
+            out.update(epochs=self.epochs, image_size=self.image_size, resize_short=self.resize_short)
         if self.mixup:
             out["mixup_alpha"] = BIT_MIXUP_ALPHA
         return out
@@ -585,17 +593,21 @@ def bit_rule(train_size: int, image_hw: Any, batch_size: int = BIT_BATCH_SIZE) -
 class BitStrategy(Strategy):
     """BiT-HyperRule as a one-trial baseline (needs ``train_size`` and ``image_hw``; see :func:`bit_rule`).
 
-    The space is not used: the point has the rule's keys (see :meth:`BitRule.params`).
+    The space is not used: the point has the rule's keys (see :meth:`BitRule.params`);
+    ``budget="recipe"`` keeps the caller's epochs and image size.
     """
 
     name = "bit"
 
     def __init__(self, space: Space, *, seed: int = 0, train_size: Optional[int] = None, image_hw: Any = None,
-                 batch_size: int = BIT_BATCH_SIZE, failure_value: Optional[float] = None) -> None:
+                 batch_size: int = BIT_BATCH_SIZE, budget: str = "rule",
+                 failure_value: Optional[float] = None) -> None:
         super().__init__(space, seed=seed, failure_value=failure_value)
         if train_size is None or image_hw is None:
             raise ConfigError("the bit strategy needs the dataset's train_size and typical image_hw (height, width)")
         self.rule = bit_rule(train_size, image_hw, batch_size)
+        self.budget = budget
+        self.rule.params(budget)  # validates budget
 
     @property
     def max_points(self) -> int:
@@ -603,7 +615,7 @@ class BitStrategy(Strategy):
         return 1
 
     def _propose(self, n: int) -> list[dict[str, Any]]:
-        params = self.rule.params()
+        params = self.rule.params(self.budget)
         return [params] if self._is_free(params) and not self._told else []
 
 

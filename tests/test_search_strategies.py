@@ -297,6 +297,21 @@ def test_bit_hyperrule(train_size, hw, steps, image_size, resize_short, mixup):
     assert cfg.epochs == rule.epochs
 
 
+def test_bit_recipe_budget_keeps_the_callers_epochs_and_size():
+    # 576 images of ~230 kpx: the rule asks for 445 epochs at 384 px; "recipe" keeps only its optimiser.
+    rule_params = make_strategy("bit", default_space(), train_size=576, image_hw=(500, 500)).ask()
+    assert rule_params["epochs"] == math.ceil(500 * 512 / 576) and rule_params["image_size"] == 384
+    params = make_strategy("bit", default_space(), train_size=576, image_hw=(500, 500), budget="recipe").ask()
+    assert not {"epochs", "image_size", "resize_short"} & set(params)
+    assert {k: params[k] for k in ("lr", "l2_decay", "schedule", "mixup")} == {
+        k: rule_params[k] for k in ("lr", "l2_decay", "schedule", "mixup")}
+    base = TrainConfig(epochs=8, image_size=96)
+    cfg = base.replace(**params)
+    assert (cfg.epochs, cfg.image_size, cfg.schedule, cfg.lr) == (8, 96, "step", 0.003)
+    with pytest.raises(ConfigError, match="budget"):
+        make_strategy("bit", default_space(), train_size=576, image_hw=(500, 500), budget="gpu")
+
+
 def test_bayes_on_a_mixed_space_from_a_space_file():
     space = Space({
         "lr": Real(1e-4, 1e-1, log=True),

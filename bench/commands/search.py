@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 # from its search.json, so on --resume they must not be given.
 SEARCH_DEFAULTS: dict[str, Any] = {
     "strategy": "bayes", "space": None, "search_seed": 0, "acq_func": "gp_hedge", "n_initial_points": 5,
-    "replay": None, "name": None, "eval_backend": "cpu", "eval_precision": "fp32", "eval_batch_size": 16,
+    "bit_budget": "rule", "replay": None, "name": None, "eval_backend": "cpu", "eval_precision": "fp32", "eval_batch_size": 16,
     "latency_seconds": 1.0, "latency_batch": 1, "export_dir": None, "retrain_full": None,
 }
 
@@ -36,6 +36,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--search-seed", type=int, help="seed of the strategy (0)")
     g.add_argument("--acq-func", choices=["gp_hedge", "EI", "LCB", "PI"], help="bayes acquisition function (gp_hedge)")
     g.add_argument("--n-initial-points", type=int, help="bayes random points before the GP (5)")
+    g.add_argument("--bit-budget", choices=["rule", "recipe"],
+                   help="bit: 'rule' trains the rule's steps at its resolution (384 px for images over 96x96); "
+                        "'recipe' uses the rule's lr, momentum, decay, schedule and mixup at --epochs and "
+                        "--image-size (rule)")
     g.add_argument("--workers", dest="search_workers", metavar="N", type=int, default=1,
                    help="trials at a time, each in its own process (1)")
     g.add_argument("--devices", help="comma-separated GPU ids, one per worker (e.g. 0,1,2,3)")
@@ -116,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     from search import Journal, SearchExistsError, load_meta, run_search, strategy_for
 
     from bench.pipeline.finalize import finalize_best, occupied
-    from bench.pipeline.presets import bit_summary
+    from bench.pipeline.presets import bit_columns, bit_summary
     from bench.pipeline.setup import dataset_metric, new_search, prepare_objective
 
     # With --json, stdout carries only the summary; the live table goes to stderr.
@@ -153,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
         raise SearchExistsError(f"{exc} (resume it with `bench search --resume {run_dir}`)") from None
 
     devices = args.devices.split(",") if args.devices else None
-    space_names = list(meta.build_space().names) if meta.strategy != "bit" else ["lr", "image_size", "epochs"]
+    space_names = list(meta.build_space().names) if meta.strategy != "bit" else bit_columns(meta)
     metric = {"mean_per_class": "mean per-class accuracy"}.get(dataset_metric(meta, base), "top-1")
     status = {"running": ""}
 

@@ -22,8 +22,6 @@ DATASET_PRESETS: dict[str, dict[str, Any]] = {
              "batch_size": 32},
 }
 
-#: The parameters the BiT-HyperRule sets (the live table's columns for a ``bit`` search).
-BIT_PARAM_NAMES = ["lr", "image_size", "epochs"]
 
 
 def resolve_train_config(config_path: Optional[str], flags: dict[str, Any]) -> TrainConfig:
@@ -70,18 +68,25 @@ def typical_image_hw(samples) -> tuple[int, int]:
     return int(np.median([h for h, _ in shapes])), int(np.median([w for _, w in shapes]))
 
 
-def bit_options(base: TrainConfig) -> dict[str, Any]:
-    """What the BiT-HyperRule reads from the dataset: train size, typical image size, batch size."""
+def bit_options(base: TrainConfig, budget: str = "rule") -> dict[str, Any]:
+    """What the BiT-HyperRule reads from the dataset (train size, typical image size), the batch
+    size, and ``budget`` (``rule``: its steps and resolution; ``recipe``: --epochs and --image-size)."""
     from .scoring import cached_splits
 
     splits = cached_splits(base)
     return {"train_size": len(splits.train), "image_hw": list(typical_image_hw(splits.train)),
-            "batch_size": base.batch_size}
+            "batch_size": base.batch_size, "budget": budget}
 
 
 def bit_summary(meta) -> str:
-    """The BiT-HyperRule point as one line (it overrides --epochs and --image-size)."""
+    """The BiT-HyperRule point as one line (with budget ``rule`` it overrides --epochs and --image-size)."""
     from search import make_strategy
 
     params = make_strategy("bit", meta.build_space(), seed=meta.seed, **meta.options).ask()
     return ", ".join(f"{k}={v}" for k, v in sorted((params or {}).items()))
+
+
+def bit_columns(meta) -> list[str]:
+    """The live table's columns for a ``bit`` search: what the rule sets at its budget."""
+    names = ["lr", "l2_decay", "schedule", "mixup"]
+    return names + (["image_size", "epochs"] if meta.options.get("budget", "rule") == "rule" else [])

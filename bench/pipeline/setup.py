@@ -18,7 +18,7 @@ def new_search(base, flags: dict[str, Any], trials: Optional[int]):
     """Meta and run directory of a new search.
 
     ``flags`` maps every search setting (``strategy``, ``space``, ``search_seed``, ``acq_func``,
-    ``n_initial_points``, ``replay``, ``name``, ``eval_*``, ``latency_*``, ``export_dir``,
+    ``n_initial_points``, ``bit_budget``, ``replay``, ``name``, ``eval_*``, ``latency_*``, ``export_dir``,
     ``retrain_full``) to its value, defaults included; ``trials`` is ``--trials`` (None: unset).
     """
     from search import SearchMeta, strategy_for
@@ -29,7 +29,7 @@ def new_search(base, flags: dict[str, Any], trials: Optional[int]):
     if strategy == "bayes":
         options = {"acq_func": flags["acq_func"], "n_initial_points": flags["n_initial_points"]}
     elif strategy == "bit":
-        options = bit_options(base)
+        options = bit_options(base, flags["bit_budget"])
     if trials is None and strategy in ("random", "bayes"):
         trials = 20
     name = flags["name"] or f"{base.dataset}-{strategy}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
