@@ -84,6 +84,7 @@ def load_splits(cfg: TrainConfig) -> DatasetSplits:
         val_list=cfg.val_list,
         test_list=cfg.test_list,
         val_fraction=cfg.val_fraction,
+        test_fraction=cfg.test_fraction,
         seed=cfg.split_seed,
         strict=cfg.strict_data,
         download=cfg.download,
@@ -192,11 +193,11 @@ def fine_tune(
     train_loader = DataLoader(
         splits.train, TrainTransform(spec), batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed,
         workers=cfg.workers, drop_last=len(splits.train) > cfg.batch_size, report=splits.report,
-        strict=cfg.strict_data, cache=cache,
+        strict=cfg.strict_data, cache=cache, split="train",
     )
     val_loader = DataLoader(
         splits.val, EvalTransform(spec), batch_size=cfg.batch_size, shuffle=False, seed=cfg.seed,
-        workers=cfg.workers, report=splits.report, strict=cfg.strict_data, cache=cache,
+        workers=cfg.workers, report=splits.report, strict=cfg.strict_data, cache=cache, split="val",
     )
     # The frozen prefix runs as inference (harness.prefix); the model trains from its output.
     prefix: Optional[FrozenPrefix] = None
