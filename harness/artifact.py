@@ -208,6 +208,8 @@ class ExportedModel:
     classes: Optional[tuple[str, ...]] = None
     model_name: str = "unknown"
     manifest: Optional[dict[str, Any]] = field(default=None, compare=False)
+    # Where the class names were read from (a file path, or the manifest), for error messages.
+    classes_source: str = field(default="", compare=False)
 
     @property
     def num_classes(self) -> Optional[int]:
@@ -269,6 +271,7 @@ class ExportedModel:
             except (KeyError, TypeError, ConfigError) as exc:
                 raise ModelError(f"{manifest_path}: malformed manifest ({exc})") from None
             name = str(manifest.get("model_name", "unknown"))
+            source = str(manifest_path)
         else:
             yml = model_dir / CONFIG_FILE
             if not yml.is_file():
@@ -281,6 +284,7 @@ class ExportedModel:
             if label_path is None and (model_dir / LABEL_FILE).is_file():
                 label_path = model_dir / LABEL_FILE
             classes = read_label_file(label_path) if label_path is not None else None
+            source = str(label_path) if label_path is not None else ""
             name = model_dir.name
         return cls(
             model_dir=model_dir,
@@ -290,6 +294,7 @@ class ExportedModel:
             classes=classes,
             model_name=name,
             manifest=manifest,
+            classes_source=source,
         )
 
 

@@ -119,6 +119,11 @@ def run(args: argparse.Namespace) -> int:
             f"the model's classes ({len(model_classes)}: {', '.join(model_classes[:4])}, ...) differ from dataset "
             f"{args.dataset!r} ({len(splits.classes)}: {', '.join(splits.classes[:4])}, ...); labels would not match"
         )
+    if model_classes is None and predictor.num_outputs != len(splits.classes):
+        raise ConfigError(
+            f"the model outputs {predictor.num_outputs} class scores but dataset {args.dataset!r} has "
+            f"{len(splits.classes)} classes; labels would not match"
+        )
     result = evaluate(predictor, samples, splits.classes, batch_size=args.batch_size, workers=args.workers)
     record = {"model": str(args.model), "dataset": args.dataset, "data_root": args.data_root, "split": args.split,
               "metric": splits.metric, "predictor": predictor.describe(), **result.to_dict(),
