@@ -267,6 +267,14 @@ def fine_tune(
             logits = predict_suffix_logits(model, features, cfg.freeze, max(cfg.batch_size, 64))
         else:
             logits, labels = predict_logits(model, val_loader)
+        if len(labels) and not np.isfinite(logits).all():
+            # The loss can stay finite while the weights blow up (batch statistics hide it in
+            # training mode); val logits in eval mode show it. Without this check the run would
+            # "finish" and fail later as an export parity error.
+            raise DivergenceError(
+                f"training diverged: validation logits are not finite after epoch {epoch + 1} "
+                f"(lr {cfg.lr:g}, last step's rate {lr:g})"
+            )
         val_metrics = classification_metrics(logits, labels, num_classes) if len(labels) else {}
         record = {
             "epoch": epoch + 1,
