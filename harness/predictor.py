@@ -451,6 +451,8 @@ class Predictor:
         return {
             "model_dir": str(self.model.model_dir),
             "model_name": self.model.model_name,
+            "integrity": self.model.integrity,
+            "class_names": "known" if self.model.classes is not None else "unknown (reported by number)",
             "backend": self.options.backend,
             "precision": self.options.precision,
             "batch_size": self.options.batch_size,

@@ -126,7 +126,8 @@ def run(args: argparse.Namespace) -> int:
         )
     result = evaluate(predictor, samples, splits.classes, batch_size=args.batch_size, workers=args.workers)
     record = {"model": str(args.model), "dataset": args.dataset, "data_root": args.data_root, "split": args.split,
-              "metric": splits.metric, "predictor": predictor.describe(), **result.to_dict(),
+              "metric": splits.metric, "integrity": predictor.model.integrity,
+              "predictor": predictor.describe(), **result.to_dict(),
               # Files of this split that load_dataset dropped (missing, empty, not an image) before evaluation.
               "dropped_at_load": splits.report.skipped_in(args.split)}
     out_dir = Path(args.out_dir) if args.out_dir else Path(args.model)
