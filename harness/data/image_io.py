@@ -30,22 +30,41 @@ def _to_uint8(img: np.ndarray, path: str) -> np.ndarray:
         return img
     if img.dtype == np.uint16:
         # Divide by 257 so that 65535 maps to 255 exactly (a shift by 8 would give 255 too,
-        # but rounds every mid-tone down).
-        return ((img.astype(np.uint32) + 128) // 257).astype(np.uint8)
+        # but rounds every mid-tone down). In bands of rows: the uint32 temporaries of a whole
+        # 36 MP RGBA image would take 1.2 GB.
+        out = np.empty(img.shape, np.uint8)
+        step = max(1, (1 << 22) // max(1, img[0].size))
+        for r in range(0, img.shape[0], step):
+            out[r : r + step] = (img[r : r + step].astype(np.uint32) + 128) // 257
+        return out
     if img.dtype in (np.float32, np.float64):
         return (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     raise ImageDecodeError(f"{path}: unsupported pixel type {img.dtype}")
 
 
-def decode_image_rgb(data: bytes | np.ndarray, path: str = "<memory>") -> np.ndarray:
-    """Decode encoded image bytes into an ``HxWx3`` uint8 RGB array (see :func:`read_image_rgb`)."""
+_REDUCED_JPEG_FLAGS = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
+
+
+def decode_image_rgb(data: bytes | np.ndarray, path: str = "<memory>", *, jpeg_reduce: int = 1) -> np.ndarray:
+    """Decode encoded image bytes into an ``HxWx3`` uint8 RGB array (see :func:`read_image_rgb`).
+
+    ``jpeg_reduce`` 2, 4 or 8 decodes a JPEG at that fraction of its size in the DCT domain
+    (libjpeg's scaled IDCT; EXIF orientation still ignored): less memory and time, but not
+    the pixels of a full decode followed by a resize. Other formats ignore it.
+    """
+    if jpeg_reduce not in (1, 2, 4, 8):
+        raise ValueError(f"jpeg_reduce must be 1, 2, 4 or 8, got {jpeg_reduce!r}")
     buf = np.frombuffer(data, dtype=np.uint8) if isinstance(data, (bytes, bytearray, memoryview)) else data
     if buf.size == 0:
         raise ImageDecodeError(f"{path}: empty file")
-    if buf.size >= 2 and bytes(buf[:2]) == _JPEG_SOI and _jpeg_is_truncated(buf.tobytes()):
+    is_jpeg = buf.size >= 2 and bytes(buf[:2]) == _JPEG_SOI
+    if is_jpeg and _jpeg_is_truncated(buf.tobytes()):
         raise ImageDecodeError(f"{path}: truncated JPEG (no end-of-image marker after the last scan)")
+    flags = cv2.IMREAD_UNCHANGED
+    if is_jpeg and jpeg_reduce > 1:
+        flags = _REDUCED_JPEG_FLAGS[jpeg_reduce] | cv2.IMREAD_IGNORE_ORIENTATION
     try:
-        img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+        img = cv2.imdecode(buf, flags)
     except cv2.error as exc:  # OpenCV raises on some malformed headers instead of returning None
         reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         raise ImageDecodeError(f"{path}: not a decodable image ({reason})") from exc
