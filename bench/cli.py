@@ -38,6 +38,7 @@ COMMAND_MODULES = [
     "bench.commands.throughput",
     "bench.commands.deploy",
     "bench.commands.serve",
+    "bench.commands.serve_abuse",
     "bench.commands.load",
 ]
 
