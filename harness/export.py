@@ -20,7 +20,7 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
-from common.errors import ConfigError, ExportError, TlbenchError
+from common.errors import ConfigError, DivergenceError, ExportError, TlbenchError
 from common.validate import positive_int
 from .artifact import (
     INPUT_NAME,
@@ -231,6 +231,12 @@ def export(
         predictor = Predictor(staged, PredictorOptions(backend=backend, batch_size=max(1, len(batch))))
         candidate = predictor.predict(batch)
         del predictor
+        if not (np.isfinite(reference).all() and np.isfinite(candidate).all()):
+            raise DivergenceError(
+                f"{result.run_dir}: the trained {result.config.model} gives non-finite logits "
+                f"({int((~np.isfinite(reference)).sum())} in dygraph, {int((~np.isfinite(candidate)).sum())} exported, "
+                f"of {reference.size}): training diverged (lr {result.config.lr:g}); there is nothing worth exporting"
+            )
         diff, tolerance, agree, ties, bad = compare_logits(reference, candidate, rtol=rtol, atol=parity_atol)
         parity = ParityReport(
             backend=backend,

@@ -47,7 +47,7 @@ from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
-from common.errors import BackendUnavailableError, ConfigError
+from common.errors import BackendUnavailableError, ConfigError, ModelError
 from common.machine import cpu_flags, usable_cores
 from common.validate import positive_int
 from .artifact import ExportedModel
@@ -252,6 +252,27 @@ class Predictor:
         self._bind_handles()
         if options.backend == "trt" and options.precision == "int8" and not model.quantized:
             self._calibrate_trt(options)
+        self.num_outputs = self._check_outputs()
+
+    def _check_outputs(self) -> int:
+        """Run one zero image and compare the number of scores with the class names.
+
+        A label map that does not fit the model would otherwise fail later, per request
+        (an IndexError, a 500) or silently name the wrong classes.
+        """
+        size = self.spec.crop_size
+        logits = self._run(np.zeros((1, 3, size, size), np.float32))
+        if logits.ndim != 2 or logits.shape[0] != 1:
+            raise ModelError(f"{self.model.model_file}: output {self.output_name!r} has shape {list(logits.shape)} for "
+                             f"one image; an image classifier gives [N, num_classes]")
+        width = int(logits.shape[1])
+        classes = self.model.classes
+        if classes is not None and len(classes) != width:
+            raise ModelError(
+                f"{self.model.model_dir}: the model outputs {width} class scores but {self.model.classes_source or 'its label map'} "
+                f"names {len(classes)} classes; the class names do not belong to this model"
+            )
+        return width
 
     def _bind_handles(self) -> None:
         self._input = self._predictor.get_input_handle(self.input_name)
@@ -265,6 +286,7 @@ class Predictor:
         other = object.__new__(Predictor)
         other.model, other.options, other.spec = self.model, self.options, self.spec
         other.input_name, other.output_name = self.input_name, self.output_name
+        other.num_outputs = self.num_outputs
         other._lock = threading.Lock()
         with self._lock:
             other._predictor = self._predictor.clone()
@@ -429,6 +451,8 @@ class Predictor:
         return {
             "model_dir": str(self.model.model_dir),
             "model_name": self.model.model_name,
+            "integrity": self.model.integrity,
+            "class_names": "known" if self.model.classes is not None else "unknown (reported by number)",
             "backend": self.options.backend,
             "precision": self.options.precision,
             "batch_size": self.options.batch_size,

@@ -84,6 +84,7 @@ def load_splits(cfg: TrainConfig) -> DatasetSplits:
         val_list=cfg.val_list,
         test_list=cfg.test_list,
         val_fraction=cfg.val_fraction,
+        test_fraction=cfg.test_fraction,
         seed=cfg.split_seed,
         strict=cfg.strict_data,
         download=cfg.download,
@@ -192,11 +193,11 @@ def fine_tune(
     train_loader = DataLoader(
         splits.train, TrainTransform(spec), batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed,
         workers=cfg.workers, drop_last=len(splits.train) > cfg.batch_size, report=splits.report,
-        strict=cfg.strict_data, cache=cache,
+        strict=cfg.strict_data, cache=cache, split="train",
     )
     val_loader = DataLoader(
         splits.val, EvalTransform(spec), batch_size=cfg.batch_size, shuffle=False, seed=cfg.seed,
-        workers=cfg.workers, report=splits.report, strict=cfg.strict_data, cache=cache,
+        workers=cfg.workers, report=splits.report, strict=cfg.strict_data, cache=cache, split="val",
     )
     # The frozen prefix runs as inference (harness.prefix); the model trains from its output.
     prefix: Optional[FrozenPrefix] = None
@@ -266,6 +267,14 @@ def fine_tune(
             logits = predict_suffix_logits(model, features, cfg.freeze, max(cfg.batch_size, 64))
         else:
             logits, labels = predict_logits(model, val_loader)
+        if len(labels) and not np.isfinite(logits).all():
+            # The loss can stay finite while the weights blow up (batch statistics hide it in
+            # training mode); val logits in eval mode show it. Without this check the run would
+            # "finish" and fail later as an export parity error.
+            raise DivergenceError(
+                f"training diverged: validation logits are not finite after epoch {epoch + 1} "
+                f"(lr {cfg.lr:g}, last step's rate {lr:g})"
+            )
         val_metrics = classification_metrics(logits, labels, num_classes) if len(labels) else {}
         record = {
             "epoch": epoch + 1,

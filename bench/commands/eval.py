@@ -100,8 +100,12 @@ def run(args: argparse.Namespace) -> int:
     from harness.artifact import ExportedModel
 
     hyper = (ExportedModel.load(args.model).manifest or {}).get("hyperparameters", {})
+    # Flat class folders are carved with the training run's test fraction when it is the same folder.
+    same_root = bool(args.data_root and hyper.get("data_root")
+                     and Path(args.data_root).resolve() == Path(hyper["data_root"]).resolve())
     splits = load_dataset(args.dataset, args.data_root, train_list=args.train_list, val_list=args.val_list,
                           test_list=args.test_list, val_fraction=hyper.get("val_fraction", 0.1),
+                          test_fraction=hyper.get("test_fraction") if same_root else None,
                           seed=hyper.get("split_seed", 0))
     samples = list(splits.split(args.split))
     if args.limit:
@@ -115,9 +119,17 @@ def run(args: argparse.Namespace) -> int:
             f"the model's classes ({len(model_classes)}: {', '.join(model_classes[:4])}, ...) differ from dataset "
             f"{args.dataset!r} ({len(splits.classes)}: {', '.join(splits.classes[:4])}, ...); labels would not match"
         )
+    if model_classes is None and predictor.num_outputs != len(splits.classes):
+        raise ConfigError(
+            f"the model outputs {predictor.num_outputs} class scores but dataset {args.dataset!r} has "
+            f"{len(splits.classes)} classes; labels would not match"
+        )
     result = evaluate(predictor, samples, splits.classes, batch_size=args.batch_size, workers=args.workers)
     record = {"model": str(args.model), "dataset": args.dataset, "data_root": args.data_root, "split": args.split,
-              "metric": splits.metric, "predictor": predictor.describe(), **result.to_dict()}
+              "metric": splits.metric, "integrity": predictor.model.integrity,
+              "predictor": predictor.describe(), **result.to_dict(),
+              # Files of this split that load_dataset dropped (missing, empty, not an image) before evaluation.
+              "dropped_at_load": splits.report.skipped_in(args.split)}
     out_dir = Path(args.out_dir) if args.out_dir else Path(args.model)
     out_dir.mkdir(parents=True, exist_ok=True)
     out_path = out_dir / EVAL_FILE
@@ -139,7 +151,8 @@ def run(args: argparse.Namespace) -> int:
         ("top-1", f"{result.top1:.4f}"),
         ("top-5", f"{result.top5:.4f}"),
         ("mean per-class", f"{result.mean_per_class:.4f}"),
-        ("images", f"{result.num_images}" + (f" ({result.num_skipped} skipped)" if result.num_skipped else "")),
+        ("images", f"{result.num_images}" + (f" ({result.num_skipped} skipped)" if result.num_skipped else "")
+         + (f" ({len(record['dropped_at_load'])} dropped at load)" if record["dropped_at_load"] else "")),
         ("img/s (end to end)", f"{result.images_per_sec:.1f}"),
         ("batch latency p50 / p90 / p99 ms", f"{lat['p50_ms']:.1f} / {lat['p90_ms']:.1f} / {lat['p99_ms']:.1f}"),
         ("inference waited for input", f"{result.input_wait_s:.2f} s of {result.wall_s:.2f} s"),

@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from common.errors import ConfigError
+from common.errors import ConfigError, Terminated
 
 from ._train_args import add_train_arguments, train_config_from_args
 
@@ -166,10 +166,13 @@ def run(args: argparse.Namespace) -> int:
         table = _trial_table(trials, metric, space_names)
         return Group(table, status["running"]) if status["running"] else table
 
+    terminated: list = []
+
     def on_sigterm(signum, frame):
         # kill, timeout, Slurm and Kubernetes stop jobs with SIGTERM: take the Ctrl-C path,
         # which stops the workers and leaves the journal ready for --resume.
-        raise KeyboardInterrupt
+        terminated.append(signum)
+        raise Terminated()
 
     previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
@@ -192,8 +195,9 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, previous)
     console.print()
     if result.interrupted:
-        console.print(f"[yellow]interrupted[/yellow]; resume with: bench search --resume {result.run_dir}")
-        return 130
+        console.print(f"[yellow]{'terminated' if terminated else 'interrupted'}[/yellow]; resume with: "
+                      f"bench search --resume {result.run_dir}")
+        return 143 if terminated else 130
     best = result.best
     summary: dict[str, Any] = {"run_dir": str(run_dir), "strategy": meta.strategy,
                                "trials": len(result.trials), "best": None}

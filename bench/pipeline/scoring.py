@@ -18,7 +18,7 @@ def cached_splits(cfg: TrainConfig):
     from harness.train import load_splits
 
     key = (cfg.dataset, cfg.data_root, cfg.train_list, cfg.val_list, cfg.test_list, cfg.val_fraction,
-           cfg.split_seed, cfg.strict_data)
+           cfg.test_fraction, cfg.split_seed, cfg.strict_data)
     if key not in _SPLITS_CACHE:
         _SPLITS_CACHE[key] = load_splits(cfg)
     return _SPLITS_CACHE[key]
