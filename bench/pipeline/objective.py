@@ -15,7 +15,8 @@ from typing import Any
 
 from harness.config import TrainConfig
 
-from .scoring import EvalSettings, cached_splits, quantize_for_scoring, score_exported, scoring_predictor
+from .scoring import (EvalSettings, cached_splits, quantize_for_scoring, score_exported, scoring_options,
+                      scoring_predictor)
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ class TrialObjective:
     evaluation: EvalSettings = EvalSettings()
 
     def __call__(self, params: dict[str, Any]) -> dict[str, Any]:
-        from harness.export import export
+        from harness.export import export, export_with_predictor
         from harness.train import fine_tune
         from search import current_trial
 
@@ -53,7 +54,13 @@ class TrialObjective:
         t0 = time.perf_counter()
         result = fine_tune(cfg, splits=splits)
         t1 = time.perf_counter()
-        exported = export(result, trial_dir / "exported")
+        predictor = None
+        if self.evaluation.int8:
+            exported = export(result, trial_dir / "exported")
+        else:
+            # The parity check's predictor is the scoring predictor when their settings agree.
+            exported, predictor = export_with_predictor(result, trial_dir / "exported",
+                                                        scoring_options(self.evaluation))
         int8: dict[str, Any] = {}
         if self.evaluation.int8:
             # Score the int8 export, keep the float one too.
@@ -64,7 +71,7 @@ class TrialObjective:
             int8 = {"int8_agreement": check.get("agreement"), "float_exported_dir": str(float_dir)}
         t2 = time.perf_counter()
         # One predictor scores val and then measures latency (building one takes 0.5-2 s).
-        predictor = scoring_predictor(exported, self.evaluation)
+        predictor = predictor or scoring_predictor(exported, self.evaluation)
         ev = score_exported(exported, splits.val, splits.classes, self.evaluation, predictor=predictor)
         t3 = time.perf_counter()
         latency: dict[str, Any] = {}

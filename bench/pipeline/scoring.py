@@ -52,14 +52,19 @@ def quantize_for_scoring(result: Any, out_dir: str | Path, *, threads: Optional[
     return quantize_int8(result, out_dir, min_agreement=0.0, threads=threads, splits=splits)
 
 
-def scoring_predictor(exported, settings: EvalSettings):
-    """A predictor of ``exported`` with the scoring backend, precision, batch size and threads."""
-    from harness.predictor import Predictor, PredictorOptions
+def scoring_options(settings: EvalSettings):
+    """PredictorOptions of the scoring backend, precision, batch size and threads."""
+    from harness.predictor import PredictorOptions
 
-    return Predictor(exported, PredictorOptions(
-        backend=settings.backend, precision=settings.precision, batch_size=settings.batch_size,
-        threads=settings.threads,
-    ))
+    return PredictorOptions(backend=settings.backend, precision=settings.precision,
+                            batch_size=settings.batch_size, threads=settings.threads)
+
+
+def scoring_predictor(exported, settings: EvalSettings):
+    """A predictor of ``exported`` with the scoring settings (:func:`scoring_options`)."""
+    from harness.predictor import Predictor
+
+    return Predictor(exported, scoring_options(settings))
 
 
 def score_exported(exported, samples, classes, settings: EvalSettings, *, predictor=None):
