@@ -121,9 +121,14 @@ def runtime_version() -> Optional[str]:
         return None
 
 
+def package_installed(name: str) -> bool:
+    """Whether a top-level Python package ``name`` can be found (without importing it)."""
+    return importlib.util.find_spec(name) is not None
+
+
 def python_package_version() -> Optional[str]:
     """The version of the ``tensorrt`` Python package, or None when it is not installed or fails to import."""
-    if importlib.util.find_spec("tensorrt") is None:
+    if not package_installed("tensorrt"):
         return None
     try:
         module = importlib.import_module("tensorrt")
@@ -175,7 +180,7 @@ def check_tensorrt(route: str) -> None:
         )
     if route == LEGACY_ROUTE:
         return
-    if importlib.util.find_spec("tensorrt") is None:
+    if not package_installed("tensorrt"):
         raise BackendUnavailableError(
             f"backend 'trt' converts inference.json models with PIR-TensorRT, which needs the tensorrt Python package; "
             f"`pip install tensorrt=={runtime}` (the TensorRT version paddlepaddle {paddle.__version__} loads)"
@@ -194,10 +199,10 @@ def check_tensorrt(route: str) -> None:
     try:
         importlib.import_module("paddle.tensorrt.export")
     except Exception as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise BackendUnavailableError(
             f"backend 'trt' needs paddle.tensorrt (PIR-TensorRT) for inference.json models, which paddlepaddle "
-            f"{paddle.__version__} here cannot import ({type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}); "
-            f"{PADDLE_TRT_HINT}"
+            f"{paddle.__version__} here cannot import ({reason}); {PADDLE_TRT_HINT}"
         ) from None
 
 
@@ -378,7 +383,9 @@ def convert_pir(model_file: PathLike, params_file: PathLike, key: ConversionKey,
         except Exception as exc:
             shutil.rmtree(staging, ignore_errors=True)
             lines = [line for line in str(exc).strip().splitlines() if line.strip()]
-            detail = next((line for line in lines if "Error" in line), lines[-1] if lines else type(exc).__name__)
+            # Paddle's messages start "(Kind) what went wrong", then hints and source locations.
+            detail = next((line for line in lines if "Error" in line or re.match(r"\s*\(\w+\) ", line)),
+                          lines[0] if lines else type(exc).__name__)
             raise BackendUnavailableError(
                 f"PIR-TensorRT conversion of {model_file} ({key.precision}, batch {key.min_batch}..{key.max_batch}) "
                 f"failed: {detail.strip()}"
