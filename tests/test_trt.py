@@ -429,3 +429,15 @@ def test_fp16_asks_for_half_and_keeps_feed_and_fetch_in_float32(stand_in, monkey
     # PIR-TRT loads the converted program with a plain Config: no legacy TensorRT call on it.
     assert trt_half.files[0] == str(Path(p.describe()["trt_cache"]) / "inference.json")
     assert "enable_tensorrt_engine" not in trt_half.calls
+
+
+def test_result_files_carry_the_engine_facts_of_trt_only(stand_in, exported, tmp_path):
+    from bench.pipeline.scoring import engine_metrics
+
+    cpu = Predictor(exported, PredictorOptions(backend="cpu-plain", threads=1))
+    assert engine_metrics(cpu) == {} and not any(k.startswith("trt_") for k in cpu.describe())
+    p = Predictor(exported, PredictorOptions(backend="trt", precision="fp16", trt_cache_dir=str(tmp_path)))
+    journal = engine_metrics(p)["eval_trt"]
+    assert journal["trt_mode"] == "pir-trt" and journal["trt_engines"] == 2
+    assert journal["tensorrt_runtime_version"] == TRT_VERSION and journal["paddle_version"] == paddle.__version__
+    json.dumps(journal)  # goes into the search journal as it is
