@@ -25,7 +25,8 @@ def add_predictor_arguments(parser: argparse.ArgumentParser, *, batch_size: int 
                              "exports (bench export --precision int8) (default: int8 for an int8 export, else fp32)")
     parser.add_argument("--batch-size", type=int, default=batch_size, help=f"images per predictor call (default {batch_size})")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads of the predictor (default: all cores)")
-    parser.add_argument("--gpu-id", type=int, default=0, help="GPU index for gpu/trt")
+    parser.add_argument("--gpu-id", type=int, default=0,
+                        help="GPU index for gpu/trt (trt on an inference.json model converts on GPU 0: choose the GPU with CUDA_VISIBLE_DEVICES)")
     parser.add_argument("--trt-cache-dir", default=None, help="where TensorRT engines are cached (default: <model>/_trt_cache)")
 
 
