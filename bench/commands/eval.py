@@ -21,11 +21,12 @@ def add_predictor_arguments(parser: argparse.ArgumentParser, *, batch_size: int 
     parser.add_argument("--backend", default="cpu", choices=("cpu", "cpu-plain", "gpu", "trt"),
                         help="cpu = oneDNN, cpu-plain = Paddle's native CPU kernels, gpu = CUDA, trt = TensorRT")
     parser.add_argument("--precision", default=None, choices=("fp32", "fp16", "bf16", "int8"),
-                        help="fp32 everywhere; bf16 on CPUs with AVX512-BF16; fp16 on gpu/trt; int8 on trt, and on cpu "
-                             "for int8 exports (default: int8 for an int8 export, else fp32)")
+                        help="fp32 everywhere; bf16 on CPUs with AVX512-BF16; fp16 on gpu/trt; int8 on cpu and trt for int8 "
+                             "exports (bench export --precision int8) (default: int8 for an int8 export, else fp32)")
     parser.add_argument("--batch-size", type=int, default=batch_size, help=f"images per predictor call (default {batch_size})")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads of the predictor (default: all cores)")
-    parser.add_argument("--gpu-id", type=int, default=0, help="GPU index for gpu/trt")
+    parser.add_argument("--gpu-id", type=int, default=0,
+                        help="GPU index for gpu/trt (trt on an inference.json model converts on GPU 0: choose the GPU with CUDA_VISIBLE_DEVICES)")
     parser.add_argument("--trt-cache-dir", default=None, help="where TensorRT engines are cached (default: <model>/_trt_cache)")
 
 
@@ -50,24 +51,6 @@ def predictor_options(args: argparse.Namespace, **extra):
         backend=args.backend, precision=args.precision, batch_size=args.batch_size, threads=args.threads,
         gpu_id=args.gpu_id, trt_cache_dir=args.trt_cache_dir, **extra,
     )
-
-
-def calibration_images(args: argparse.Namespace, splits, count: int = 16) -> list:
-    """A few training images for TensorRT int8 calibration (read only for --backend trt --precision int8)."""
-    if args.precision != "int8" or args.backend != "trt":
-        return []
-    from harness.data import read_image_rgb
-    from common.errors import ImageDecodeError
-
-    images = []
-    for sample in splits.train:
-        try:
-            images.append(read_image_rgb(sample.path))
-        except ImageDecodeError:
-            continue
-        if len(images) >= count:
-            break
-    return images
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -112,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         samples = samples[: args.limit]
     if not samples:
         raise ConfigError(f"split {args.split!r} of dataset {args.dataset!r} is empty")
-    predictor = Predictor(args.model, predictor_options(args, calibration_images=calibration_images(args, splits)))
+    predictor = Predictor(args.model, predictor_options(args))
     model_classes = predictor.model.classes
     if model_classes is not None and tuple(model_classes) != tuple(splits.classes):
         raise ConfigError(

@@ -15,8 +15,8 @@ from typing import Any
 
 from harness.config import TrainConfig
 
-from .scoring import (EvalSettings, cached_splits, quantize_for_scoring, score_exported, scoring_options,
-                      scoring_predictor)
+from .scoring import (EvalSettings, cached_splits, engine_metrics, quantize_for_scoring, score_exported,
+                      scoring_options, scoring_predictor)
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +98,7 @@ class TrialObjective:
             # Model-only latency at latency_batch (what bench report plots against accuracy).
             **latency,
             "eval_backend": f"{self.evaluation.backend}/{self.evaluation.precision}",
+            **engine_metrics(predictor),
             "preprocess_backend": ev.preprocess_backend,
             # Unreadable files, counted once even when training and scoring both met them.
             "skipped_images": len({path for path, _ in ev.skipped}

@@ -78,3 +78,9 @@ def score_exported(exported, samples, classes, settings: EvalSettings, *, predic
 
     predictor = predictor or scoring_predictor(exported, settings)
     return evaluate(predictor, samples, classes, batch_size=settings.batch_size, worker_kind="thread")
+
+
+def engine_metrics(predictor) -> dict[str, Any]:
+    """``{"eval_trt": {...}}`` for a TensorRT predictor (route, engine count, TensorRT/Paddle versions), else ``{}``."""
+    facts = getattr(predictor, "engine_facts", dict)()
+    return {"eval_trt": facts} if facts else {}
