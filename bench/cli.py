@@ -29,6 +29,7 @@ COMMAND_MODULES = [
     "bench.commands.loader_bench",
     "bench.commands.report",
     "bench.commands.replay",
+    "bench.commands.seed_table",
     "bench.commands.preprocess",
     "bench.commands.export",
     "bench.commands.eval",

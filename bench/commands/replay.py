@@ -20,8 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: random bayes)")
     parser.add_argument("--seeds", type=int, default=50, help="seeds per strategy (default 50)")
     parser.add_argument("--within", type=float, default=0.4,
-                        help="target: within this many accuracy points (percent) of the journal's best; values in [0, 1] "
-                             "are fractions, so 0.4 means 0.004 (default 0.4)")
+                        help="target: within this many accuracy points (percent) of the journal's best; when the "
+                             "journal's values are fractions in [0, 1], 0.4 means 0.004 (default 0.4)")
     parser.add_argument("--max-trials", type=int, default=None, help="give up after this many trials (default: grid size)")
     parser.add_argument("--budgets", type=int, nargs="+", default=[8, 12, 20], metavar="N",
                         help="report the share of seeds within each of these many trials (default 8 12 20); the "
