@@ -112,6 +112,7 @@ class MultiFidelityStrategy:
         self._failed: set[str] = set()
         self._running: dict[str, RungJob] = {}
         self._exhausted = False
+        self._capped = False
 
     # Public interface
     def ask(self) -> Optional[RungJob]:
@@ -120,7 +121,7 @@ class MultiFidelityStrategy:
         ``None`` means nothing to do now: wait for a running job (see :attr:`finished`).
         """
         job = self._promotion(drain=False)
-        if job is None and not self._exhausted:
+        if job is None and not self._exhausted and not self._capped:
             params = self._new_point()
             if params is None:
                 self._exhausted = True
@@ -131,11 +132,23 @@ class MultiFidelityStrategy:
                     raise ConfigError(f"strategy {self.name} proposed {params} twice")
                 self._params[key] = params
                 job = RungJob(params, 0, self.rungs[0], 0, len(self.rungs) == 1)
-        if job is None and self._exhausted and not self._running:
+        if job is None and not self._running and self._drain_allowed():
             job = self._promotion(drain=True)
         if job is not None:
             self._running[job.key] = job
         return job
+
+    def stop_new(self) -> None:
+        """Start no new configuration from now on (a cap on configurations was reached).
+
+        Promotions by the rule go on; when none is left, the best configuration of the highest
+        rung is promoted until one configuration has been trained in full.
+        """
+        self._capped = True
+
+    def _drain_allowed(self) -> bool:
+        # An exhausted space drains completely; a capped search until one configuration is complete.
+        return self._exhausted or (self._capped and not self._results[-1])
 
     def tell(self, job: RungJob, value: Optional[float]) -> None:
         """Report the value of ``job`` at its rung (``None``: the job failed; the configuration stops)."""
@@ -174,7 +187,9 @@ class MultiFidelityStrategy:
     @property
     def finished(self) -> bool:
         """True when no job is running and none will be handed out."""
-        return self._exhausted and not self._running and self._next_promotion(drain=True) is None
+        if not (self._exhausted or self._capped) or self._running:
+            return False
+        return self._next_promotion(drain=self._drain_allowed()) is None
 
     @property
     def n_configs(self) -> int:

@@ -99,6 +99,11 @@ class ReplayObjective:
             raise TlbenchError(f"point {params}: epoch {epochs} of its history in {self.path} has no {key!r}")
         return float(record[key])
 
+    def run_rung(self, params: dict[str, Any], epochs: int, final: bool) -> dict[str, Any]:
+        """A multi-fidelity rung answered from the journal: the value after ``epochs`` epochs (see :meth:`at_epochs`)."""
+        result = self(params)
+        return {**result, "value": self.at_epochs(params, epochs) if not final else result["value"]}
+
     def __call__(self, params: dict[str, Any]) -> dict[str, Any]:
         """The recorded outcome of ``params``."""
         trial = self._trials.get(point_key(params))
