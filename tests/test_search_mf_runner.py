@@ -143,3 +143,17 @@ def test_resume_after_kill_9_keeps_finished_rungs_and_reruns_the_cut_one(tmp_pat
     assert (first_new["trial"], first_new["rung"]) == (cut["trial"], cut["rung"])  # the cut job runs first
     assert not any((r["trial"], r["rung"]) in finished_before for r in new)
     assert result.best is not None and len({r["trial"] for r in after}) == 30
+
+
+@pytest.mark.slow
+def test_rung_jobs_run_as_ray_tasks(tmp_path):
+    pytest.importorskip("ray")
+    m = meta("bohb")
+    with Journal.create(tmp_path / "ray", m) as journal:
+        result = run_multi_fidelity_search(AnalyticObjective(), multi_fidelity_strategy_for(m), journal, n_trials=8,
+                                           workers=2, backend="ray", ray_address="local")
+    check_rung_history(rung_records(tmp_path / "ray"))
+    assert result.best is not None and result.best.metrics["epochs"] == 8
+    import ray
+
+    assert not ray.is_initialized()
