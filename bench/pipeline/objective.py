@@ -35,25 +35,64 @@ class TrialObjective:
     evaluation: EvalSettings = EvalSettings()
 
     def __call__(self, params: dict[str, Any]) -> dict[str, Any]:
-        from harness.export import export, export_with_predictor
         from harness.train import fine_tune
+
+        cfg, trial_dir = self._trial_config(params)
+        if trial_dir.exists():
+            # Left by an interrupted run of this same trial: it runs again from scratch.
+            shutil.rmtree(trial_dir)
+        splits = cached_splits(cfg)
+        t0 = time.perf_counter()
+        result = fine_tune(cfg, splits=splits)
+        return self._score(result, splits, trial_dir, time.perf_counter() - t0)
+
+    def run_rung(self, params: dict[str, Any], epochs: int, final: bool) -> dict[str, Any]:
+        """One rung of a multi-fidelity search: train ``params`` until ``epochs`` and score it.
+
+        The trial's directory keeps the training state after every epoch, so a promoted trial
+        (or one whose rung was cut by a stop) continues from it; the schedule runs over the full
+        ``epochs`` of the base config. A lower rung is scored with the last epoch's validation
+        (the deployment preprocessing, in dygraph); the top rung (``final``) is exported and
+        scored through the exported model, as every plain trial is.
+        """
+        from harness.results import CHECKPOINT_NAME, TrainResult
+        from harness.train import fine_tune
+
+        cfg, trial_dir = self._trial_config(params)
+        splits = cached_splits(cfg)
+        t0 = time.perf_counter()
+        if final and (trial_dir / CHECKPOINT_NAME).is_file():
+            # Trained in full before a stop cut its scoring: score it again.
+            result = TrainResult.from_run_dir(trial_dir)
+        else:
+            result = fine_tune(cfg, splits=splits, stop_after_epochs=epochs, keep_state=True)
+        train_s = time.perf_counter() - t0
+        if final:
+            return self._score(result, splits, trial_dir, train_s)
+        value = result.history[-1][f"val_{splits.metric}"]
+        metrics = {"metric": splits.metric, "val_top1": result.history[-1].get("val_top1"),
+                   "dygraph_val": value, "train_history": list(result.history)}
+        return {"value": float(value), "metrics": metrics, "timings": {"train_s": train_s}}
+
+    def _trial_config(self, params: dict[str, Any]) -> tuple[TrainConfig, Path]:
         from search import current_trial
 
         ctx = current_trial()
         name = f"trial-{ctx.trial:04d}" if ctx else f"trial-{int(time.time() * 1000)}"
-        trial_dir = Path(self.trials_dir) / name
-        if trial_dir.exists():
-            # Left by an interrupted run of this same trial: it runs again from scratch.
-            shutil.rmtree(trial_dir)
         cfg = self.base.replace(**params).replace(out_dir=str(self.trials_dir), run_name=name)
         if ctx and ctx.device is not None and cfg.device in ("auto", "gpu"):
             # CUDA_VISIBLE_DEVICES already narrows the process to its GPU.
             cfg = cfg.replace(device="gpu")
-        splits = cached_splits(cfg)
+        return cfg, Path(self.trials_dir) / name
 
-        t0 = time.perf_counter()
-        result = fine_tune(cfg, splits=splits)
+    def _score(self, result: Any, splits: Any, trial_dir: Path, train_s: float) -> dict[str, Any]:
+        """Export ``result``, score it on val through the exported model, measure its latency."""
+        from harness.export import export, export_with_predictor
+
         t1 = time.perf_counter()
+        for stale in ("exported", "exported-int8"):
+            if (trial_dir / stale).exists():  # left by a stop during an earlier scoring of this trial
+                shutil.rmtree(trial_dir / stale)
         predictor = None
         if self.evaluation.int8:
             exported = export(result, trial_dir / "exported")
@@ -107,5 +146,5 @@ class TrialObjective:
             **int8,
             "train_history": list(result.history),
         }
-        timings = {"train_s": t1 - t0, "export_s": t2 - t1, "eval_s": t3 - t2, "latency_s": t4 - t3}
+        timings = {"train_s": train_s, "export_s": t2 - t1, "eval_s": t3 - t2, "latency_s": t4 - t3}
         return {"value": float(value), "metrics": metrics, "timings": timings}
