@@ -3,7 +3,7 @@
 Rows, as in PaddleClas's transfer-learning table: Fixed scheme, Grid search, Grid search time,
 Bayesian search (its trials), Bayesian search time, BiT, and multi-fidelity searches. Each
 search row gives the val value its search selected on and the test top-1 of that one
-configuration, scored once (``summary.json``'s ``test``). Times are wall time from the first
+configuration, scored once (``summary.json``'s ``test``; none without a summary). Times are wall time from the first
 trial's start to the last trial's end; with a grid, a search whose trials are all grid points
 also gets the grid's recorded time for those points (what the search costs on the machine and
 load the grid ran on: a trial computes the same thing whichever search runs it).
@@ -47,20 +47,22 @@ def read_run(path: str | Path) -> SearchRun:
     from search import load_meta, load_trials
 
     path = Path(path)
-    summary_path = path / "summary.json"
-    try:
-        summary = json.loads(summary_path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no summary.json (is the search finished?)") from None
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{summary_path} is not JSON: {exc}") from None
-    if not isinstance(summary, dict) or not isinstance(summary.get("best"), dict):
-        raise ConfigError(f"{summary_path}: expected a search summary with a 'best' trial")
     meta = load_meta(path)
     finished = sorted((t for t in load_trials(path) if t.value is not None and t.state.name == "COMPLETE"),
                       key=lambda t: t.finished_at or 0.0)
     if not finished:
         raise ConfigError(f"{path}: no complete trial in journal.jsonl")
+    summary_path = path / "summary.json"
+    try:
+        summary = json.loads(summary_path.read_text())
+    except FileNotFoundError:
+        # A search stopped before its summary (or one from the Python API): the journal's best, no test score.
+        top = max(finished, key=lambda t: t.value)
+        summary = {"best": {"trial": top.id, "params": top.params, "val": top.value}}
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{summary_path} is not JSON: {exc}") from None
+    if not isinstance(summary, dict) or not isinstance(summary.get("best"), dict):
+        raise ConfigError(f"{summary_path}: expected a search summary with a 'best' trial")
     best = summary["best"]
     val = float(best["val"])
     found_at = next(i for i, t in enumerate(finished, 1) if t.value >= val)

@@ -141,6 +141,9 @@ def record_problem(record: Any, space: Optional[Space] = None) -> Optional[str]:
     worker = record.get("worker")
     if worker is not None and (not isinstance(worker, int) or isinstance(worker, bool)):
         return f"'worker' must be an integer, got {worker!r}"
+    for key, low in (("rung", 0), ("epochs", 1)):  # multi-fidelity rung records
+        if key in record and (not isinstance(record[key], int) or isinstance(record[key], bool) or record[key] < low):
+            return f"{key!r} must be an integer >= {low}, got {record[key]!r}"
     if space is not None:
         try:
             space.validate(record["params"])

@@ -31,6 +31,8 @@ GOOD = {"trial": 1, "state": "COMPLETE", "params": {"lr": 0.1, "mixup": True}, "
     ({"params": {"lr": 0.5, "mixup": True}}, "params outside the search space: lr=0.5 is outside"),
     ({"params": {"lr": 0.1}}, "params outside the search space: .*missing \\['mixup'\\]"),
     ({"params": {"lr": 0.1, "mixup": True, "epochs": 3}}, "unexpected \\['epochs'\\]"),
+    ({"rung": -1}, "'rung' must be an integer >= 0"),
+    ({"rung": 1, "epochs": "two"}, "'epochs' must be an integer >= 1"),
 ])
 def test_record_problem_names_what_is_wrong(change, problem):
     import re
@@ -39,6 +41,11 @@ def test_record_problem_names_what_is_wrong(change, problem):
     record = {**GOOD, **change}
     found = record_problem(record, SMALL)
     assert found is not None and re.search(problem, found), found
+
+
+def test_multi_fidelity_rung_records_are_valid():
+    assert record_problem({**GOOD, "state": "PRUNED", "rung": 0, "epochs": 1}, SMALL) is None
+    assert record_problem({**GOOD, "rung": 3, "epochs": 8}, SMALL) is None
 
 
 def test_missing_params_are_rejected_even_without_a_space():

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bench.seed_table import build_table
-from common.errors import ConfigError
+from common.errors import ConfigError, TlbenchError
 
 SLICE = Path(__file__).parent / "data" / "flowers12_grid_slice"
 
@@ -76,11 +76,14 @@ def test_a_point_outside_the_grid_has_no_grid_time(tmp_path):
     assert table["entries"]["fixed"][0]["grid_time_s"] is None
 
 
-def test_missing_summary_and_unknown_rows_are_named(tmp_path):
-    run = _run_dir(tmp_path, "r", _records()[:3], "bayes", 0.5)
+def test_without_a_summary_the_journals_best_has_no_test_score(tmp_path):
+    records = _records()[:3]
+    run = _run_dir(tmp_path, "r", records, "bayes", 0.5)
     (run / "summary.json").unlink()
-    with pytest.raises(ConfigError, match="no summary.json"):
-        build_table({"bayes": [run]})
+    (entry,) = build_table({"bayes": [run]})["entries"]["bayes"]
+    assert entry["val"] == max(r["value"] for r in records) and entry["test_top1"] is None
     with pytest.raises(ConfigError, match="unknown row kind"):
         build_table({"random": [run]})
     shutil.rmtree(run)
+    with pytest.raises(TlbenchError, match="not a search run directory"):
+        build_table({"bayes": [run]})
