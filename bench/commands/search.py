@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from common.errors import ConfigError, Terminated
+from search.strategies import BAYES_N_INITIAL_POINTS
 
 from ._train_args import add_train_arguments, train_config_from_args
 
@@ -21,7 +22,8 @@ log = logging.getLogger(__name__)
 # Flags that define a search. Their defaults apply to a new search; a resumed search takes them
 # from its search.json, so on --resume they must not be given.
 SEARCH_DEFAULTS: dict[str, Any] = {
-    "strategy": "bayes", "space": None, "search_seed": 0, "acq_func": "gp_hedge", "n_initial_points": 5,
+    "strategy": "bayes", "space": None, "search_seed": 0, "acq_func": "gp_hedge",
+    "n_initial_points": BAYES_N_INITIAL_POINTS,
     "min_epochs": 1, "eta": 2,
     "bit_budget": "rule", "replay": None, "name": None, "eval_backend": "cpu", "eval_precision": "fp32", "eval_batch_size": 16,
     "latency_seconds": 1.0, "latency_batch": 1, "export_dir": None, "retrain_full": None,
