@@ -42,6 +42,10 @@ LOCK_NAME = "search.lock"
 META_VERSION = 1
 
 
+#: Strategies whose points are not drawn from the space, so records are not checked against it.
+OWN_POINT_STRATEGIES = ("fixed", "bit")
+
+
 class JournalError(TlbenchError):
     """A journal or its run directory cannot be used (locked, mismatched, corrupt)."""
 
@@ -103,6 +107,11 @@ class SearchMeta:
     def build_space(self) -> Space:
         """The search space."""
         return Space.from_dict(self.space, where=META_NAME)
+
+    def record_space(self) -> Optional[Space]:
+        """The space a journal record's params must be a point of; None for strategies whose
+        points are their own (the fixed scheme, the BiT rule's optimiser settings)."""
+        return None if self.strategy in OWN_POINT_STRATEGIES else self.build_space()
 
 
 def _is_number(value: Any) -> bool:
@@ -220,7 +229,7 @@ def load_trials(run_dir_or_journal: str | Path) -> list[Trial]:
         path = path / JOURNAL_NAME
     space = None
     if (path.parent / META_NAME).is_file():
-        space = load_meta(path.parent).build_space()
+        space = load_meta(path.parent).record_space()
     return trials_from_records(read_records(path, space))
 
 
@@ -315,7 +324,7 @@ class Journal:
             state = "is missing"
         elif not self.path.stat().st_size:
             state = "is empty"
-        elif not read_records(self.path, self.meta.build_space(), warn=False):
+        elif not read_records(self.path, self.meta.record_space(), warn=False):
             state = "holds no valid trial record"
         else:
             return
@@ -335,7 +344,7 @@ class Journal:
                     f.truncate(cut)
                     f.flush()
                     os.fsync(f.fileno())
-            self._records = read_records(self.path, self.meta.build_space())
+            self._records = read_records(self.path, self.meta.record_space())
         created = not self.path.exists()
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         if created:

@@ -79,6 +79,23 @@ def test_bad_lines_are_named_skipped_and_the_search_resumes(tmp_path, caplog):
     assert [t.id for t in load_trials(tmp_path)] == [1, 2, 3]
 
 
+def test_bit_and_fixed_points_are_their_own_and_not_checked_against_the_space(tmp_path):
+    # The BiT rule sets momentum and schedule, which are not dimensions of the space.
+    bit_point = {"lr": 0.003, "momentum": 0.9, "l2_decay": 0.0, "schedule": "step", "mixup": False}
+    for strategy in ("bit", "fixed"):
+        run = tmp_path / strategy
+        meta = SearchMeta(strategy=strategy, space=SMALL, seed=0, options={}, dataset="demo")
+        with Journal.create(run, meta) as journal:
+            journal.append({**GOOD, "params": bit_point})
+        assert [t.params for t in load_trials(run)] == [bit_point]
+        with Journal.resume(run, meta) as journal:
+            assert [t.params for t in journal.trials()] == [bit_point]
+    grid = tmp_path / "grid"
+    with Journal.create(grid, SearchMeta(strategy="grid", space=SMALL, seed=0, options={}, dataset="demo")) as journal:
+        journal.append({**GOOD, "params": bit_point})
+    assert load_trials(grid) == []
+
+
 @pytest.mark.parametrize("damage", ["delete", "empty", "garbage"])
 def test_resume_refuses_a_lost_journal_when_trial_results_remain(tmp_path, damage):
     meta = _search(tmp_path)
