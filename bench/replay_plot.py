@@ -7,7 +7,8 @@ from typing import Any
 
 
 def plot_best_so_far(result: dict[str, Any], path: str | Path, *, percent: bool = True) -> Path:
-    """Median (line) and quartiles (band) over seeds of the best value after each trial; the target dashed."""
+    """Median (line) and quartiles (band) over seeds of the best value after each full-trial equivalent
+    (a trial of a plain strategy; the epochs of a full trial for asha/bohb); the target dashed."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -26,7 +27,7 @@ def plot_best_so_far(result: dict[str, Any], path: str | Path, *, percent: bool 
                         color=line.get_color(), alpha=0.18, linewidth=0)
     ax.axhline(result["target"] * scale, color="black", linestyle="--", linewidth=1,
                label=f"target: best − {result.get('within_points', result['within'] * scale):g}")
-    ax.set_xlabel("cost (trials = full-trial equivalents)")
+    ax.set_xlabel("cost in full-trial equivalents (epochs / max epochs; a plain trial = 1)")
     ax.set_ylabel("best val so far" + (" (%)" if percent else ""))
     ax.set_title(f"Best so far over {result['seeds']} seeds (median, quartile band)")
     ax.grid(alpha=0.3)

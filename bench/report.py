@@ -239,31 +239,25 @@ def disambiguate_labels(summaries: Sequence[dict[str, Any]]) -> None:
 
 
 def seed_table(summaries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The seed's table, one row per dataset that has at least two of fixed / grid / bayes runs.
+    """The seed's table (:func:`bench.seed_table.build_table`) of every dataset that has at least
+    two of fixed / grid / bayes runs; several runs of one strategy make one mean row (one grid:
+    the one with the most finished trials)."""
+    from bench.seed_table import build_table
 
-    When a dataset has several runs of one strategy, the one with the most finished trials counts.
-    """
-    by_dataset: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+    kinds = {"fixed": "fixed", "grid": "grid", "bayes": "bayes", "bit": "bit", "asha": "multi_fidelity",
+             "bohb": "multi_fidelity"}
+    by_dataset: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
     for s in summaries:
-        if s["strategy"] in ("fixed", "grid", "bayes", "bit", "random") and s["best"] is not None:
-            current = by_dataset[s["dataset"] or "search"].get(s["strategy"])
-            if current is None or s["n_finished"] > current["n_finished"]:
-                by_dataset[s["dataset"] or "search"][s["strategy"]] = s
-    rows = []
+        if s["strategy"] in kinds and s["best"] is not None:
+            by_dataset[s["dataset"] or "search"][kinds[s["strategy"]]].append(s)
+    tables = []
     for dataset, runs in sorted(by_dataset.items()):
         if sum(k in runs for k in ("fixed", "grid", "bayes")) < 2:
             continue
-        row: dict[str, Any] = {"dataset": dataset}
-        for key in ("fixed", "grid", "bayes"):
-            run = runs.get(key)
-            row[key] = None if run is None else run["best"]["value"]
-            if key != "fixed":
-                row[f"{key}_time_s"] = None if run is None else run["search_time_s"]
-                row[f"{key}_trials"] = None if run is None else run["n_finished"]
-        if "bit" in runs:
-            row["bit"] = runs["bit"]["best"]["value"]
-        rows.append(row)
-    return rows
+        if "grid" in runs:
+            runs["grid"] = [max(runs["grid"], key=lambda s: s["n_finished"])]
+        tables.append(build_table({k: [s["run_dir"] for s in v] for k, v in runs.items()}, dataset=dataset))
+    return tables
 
 
 def _is_fraction(values: Sequence[Optional[float]]) -> bool:
@@ -380,20 +374,8 @@ def _markdown(summaries: list[dict[str, Any]], table: list[dict[str, Any]], file
     lines.append(f"Runs: {', '.join(s['label'] for s in summaries)}. Values are the objective"
                  f"{' (validation accuracy, percent)' if percent else ''}; search time is the sum of trial durations.")
     lines.append("")
-    if table:
-        with_bit = any("bit" in row for row in table)
-        lines += ["## Fixed scheme vs grid vs Bayesian search", "",
-                  f"| Dataset | Fixed{unit} | Grid search{unit} | Grid search time | Bayesian search{unit} | Bayesian search time |"
-                  + (f" BiT-HyperRule{unit} |" if with_bit else ""),
-                  "|---|---|---|---|---|---|" + ("---|" if with_bit else "")]
-        for row in table:
-            lines.append(
-                f"| {row['dataset']} | {_fmt_value(row['fixed'], percent)} | {_fmt_value(row['grid'], percent)} | "
-                f"{_fmt_time(row['grid_time_s'])} ({row['grid_trials'] or 0} trials) | {_fmt_value(row['bayes'], percent)} | "
-                f"{_fmt_time(row['bayes_time_s'])} ({row['bayes_trials'] or 0} trials) |"
-                + (f" {_fmt_value(row.get('bit'), percent)} |" if with_bit else "")
-            )
-        lines.append("")
+    for seed in table:
+        lines += [f"## The seed's table: {seed['dataset']}", "", *seed["markdown"], ""]
     lines += ["## Convergence", "", "![convergence](convergence.png)", ""]
     for s in summaries:
         lines += [f"## {s['label']}", "", f"Run directory: `{s['run_dir']}`; strategy `{s['strategy']}`, seed {s['seed']}"

@@ -43,3 +43,7 @@ class IntegrityError(TlbenchError):
 
 class BackendUnavailableError(TlbenchError):
     """The requested inference backend cannot run with the installed Paddle."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived (``kill``, ``timeout``, Slurm, Kubernetes); handled like Ctrl-C, exit status 143."""

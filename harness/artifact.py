@@ -26,6 +26,7 @@ import datetime as _dt
 import functools
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -40,6 +41,8 @@ from common.errors import ConfigError, ExportError, IntegrityError, ModelError
 from .parity import ParityReport
 from .preprocess_spec import PreprocessSpec
 from .results import TrainResult
+
+log = logging.getLogger(__name__)
 
 MODEL_PREFIX = "inference"
 PIR_MODEL_FILE = "inference.json"
@@ -57,6 +60,22 @@ PathLike = Union[str, "os.PathLike[str]"]
 QUANT_OP_PREFIXES = ("quantize_linear", "dequantize_linear", "fake_quantize", "fake_dequantize", "fake_channel_wise")
 # An op in a PIR program's JSON: {"#": "<dialect id>.<op name>", ...}.
 _PIR_OP = re.compile(r'"#"\s*:\s*"\d+\.([A-Za-z0-9_]+)"')
+
+
+#: ``ExportedModel.integrity`` values.
+INTEGRITY_VERIFIED = "verified"
+INTEGRITY_UNVERIFIED = "unverified"
+INTEGRITY_NOT_CHECKED = "not checked"
+
+# Model directories already warned about in this process (the warnings are said once).
+_WARNED: set[tuple[str, str]] = set()
+
+
+def _warn_once(model_dir: Path, kind: str, message: str) -> None:
+    key = (str(model_dir.resolve()), kind)
+    if key not in _WARNED:
+        _WARNED.add(key)
+        log.warning("%s", message)
 
 
 class TargetExistsError(ExportError):
@@ -208,6 +227,11 @@ class ExportedModel:
     classes: Optional[tuple[str, ...]] = None
     model_name: str = "unknown"
     manifest: Optional[dict[str, Any]] = field(default=None, compare=False)
+    # Where the class names were read from (a file path, or the manifest), for error messages.
+    classes_source: str = field(default="", compare=False)
+    # "verified" (every file matched the manifest), "unverified" (no manifest: nothing to check
+    # against) or "not checked" (load(verify=False)).
+    integrity: str = field(default=INTEGRITY_NOT_CHECKED, compare=False)
 
     @property
     def num_classes(self) -> Optional[int]:
@@ -253,6 +277,11 @@ class ExportedModel:
                 raise IntegrityError(f"{manifest_path} is not valid JSON ({exc}); the export is damaged") from None
             if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
                 raise IntegrityError(f"{manifest_path} has no 'files' checksum table; the export is damaged")
+            if not manifest["files"]:
+                raise IntegrityError(
+                    f"{manifest_path} lists no files, so nothing in {model_dir} can be verified; refusing it "
+                    f"(export the run again, or remove {MANIFEST_FILE} to open it as an unverified PaddleClas directory)"
+                )
             if verify:
                 verify_manifest(model_dir, manifest)
         model_file = find_model_file(model_dir)
@@ -263,12 +292,23 @@ class ExportedModel:
                 f"(or {LEGACY_MODEL_FILE}) and {PARAMS_FILE}"
             )
         if manifest is not None:
+            unlisted = [p.name for p in (model_file, params_file) if p.name not in manifest["files"]]
+            if unlisted:
+                raise IntegrityError(
+                    f"{manifest_path} does not list {', '.join(unlisted)}, so the model in {model_dir} cannot be "
+                    f"verified; refusing it (export the run again)"
+                )
+            integrity = INTEGRITY_VERIFIED if verify else INTEGRITY_NOT_CHECKED
+        else:
+            integrity = INTEGRITY_UNVERIFIED
+        if manifest is not None:
             try:
                 spec = PreprocessSpec.from_dict(manifest["preprocess"])
                 classes = tuple(manifest["classes"]) if manifest.get("classes") is not None else None
             except (KeyError, TypeError, ConfigError) as exc:
                 raise ModelError(f"{manifest_path}: malformed manifest ({exc})") from None
             name = str(manifest.get("model_name", "unknown"))
+            source = str(manifest_path)
         else:
             yml = model_dir / CONFIG_FILE
             if not yml.is_file():
@@ -281,7 +321,15 @@ class ExportedModel:
             if label_path is None and (model_dir / LABEL_FILE).is_file():
                 label_path = model_dir / LABEL_FILE
             classes = read_label_file(label_path) if label_path is not None else None
+            source = str(label_path) if label_path is not None else ""
             name = model_dir.name
+            if verify:
+                _warn_once(model_dir, "integrity",
+                           f"{model_dir}: integrity unverified: there is no {MANIFEST_FILE}, so damaged or altered "
+                           f"weights cannot be detected (exports from `bench export` carry checksums)")
+        if classes is None and verify:
+            _warn_once(model_dir, "classes",
+                       f"{model_dir}: no class names (no label map found); classes are reported by number")
         return cls(
             model_dir=model_dir,
             model_file=model_file,
@@ -290,6 +338,8 @@ class ExportedModel:
             classes=classes,
             model_name=name,
             manifest=manifest,
+            classes_source=source,
+            integrity=integrity,
         )
 
 

@@ -34,10 +34,10 @@ def _model_normalization(model: str) -> tuple[tuple[float, ...], tuple[float, ..
 
 
 _FLOAT_FIELDS = ("lr", "l2_decay", "label_smoothing_epsilon", "mixup_alpha", "momentum", "warmup_epochs",
-                 "crop_scale_min", "val_fraction")
+                 "crop_scale_min", "val_fraction", "test_fraction")
 _INT_FIELDS = ("image_size", "resize_short", "epochs", "batch_size", "freeze", "max_steps_per_epoch", "split_seed",
                "seed", "workers", "threads")
-_OPTIONAL_FIELDS = ("resize_short", "max_steps_per_epoch", "threads")
+_OPTIONAL_FIELDS = ("resize_short", "max_steps_per_epoch", "threads", "test_fraction")
 
 
 @dataclass(frozen=True)
@@ -69,6 +69,8 @@ class TrainConfig:
     freeze: int = 0
     max_steps_per_epoch: Optional[int] = None
     val_fraction: float = 0.1
+    # Share of each class carved out as test from flat class folders (None: 0.1 there, refused elsewhere).
+    test_fraction: Optional[float] = None
     # The val split is carved with its own seed so every trial of a search sees the same split.
     split_seed: int = 0
     seed: int = 0
@@ -111,6 +113,10 @@ class TrainConfig:
             raise ConfigError(f"momentum must be in [0, 1), got {self.momentum!r}")
         if not 0 < self.val_fraction < 1:
             raise ConfigError(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")
+        if self.test_fraction is not None:
+            if not 0 < self.test_fraction < 1:
+                raise ConfigError(f"test_fraction must be in (0, 1), got {self.test_fraction!r}")
+            object.__setattr__(self, "test_fraction", float(self.test_fraction))
         if self.warmup_epochs < 0 or (self.warmup_epochs > 0 and self.warmup_epochs >= self.epochs):
             raise ConfigError(f"warmup_epochs must be in [0, epochs), got {self.warmup_epochs!r}")
         if not 0 < self.crop_scale_min <= 1:

@@ -15,12 +15,13 @@ import logging
 import os
 import shutil
 import tempfile
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Optional, Union
 
 import numpy as np
 
-from common.errors import ConfigError, ExportError, TlbenchError
+from common.errors import ConfigError, DivergenceError, ExportError, TlbenchError
 from common.validate import positive_int
 from .artifact import (
     INPUT_NAME,
@@ -75,8 +76,10 @@ def resolve_run(source: Union[TrainResult, PathLike]) -> TrainResult:
         raise ExportError(f"{path}: malformed metrics.json ({exc})") from None
 
 
-def load_trained_model(result: TrainResult):
+def load_trained_model(result: TrainResult, into=None):
     """The dygraph model of ``result`` with its checkpoint loaded, in eval mode.
+
+    ``into`` is a model of the same architecture to load the checkpoint into (default: a new one).
 
     Raises:
         ExportError: the checkpoint cannot be read or does not fit the model.
@@ -84,7 +87,7 @@ def load_trained_model(result: TrainResult):
     from .models import create_model
     from .models.pdparams import read_paddle_state
 
-    model = create_model(result.config.model, result.num_classes)
+    model = into if into is not None else create_model(result.config.model, result.num_classes)
     try:
         # Restricted unpickling: a checkpoint handed in runs no code while it is read.
         state = read_paddle_state(result.checkpoint)
@@ -104,6 +107,39 @@ def load_trained_model(result: TrainResult):
     model.set_state_dict(state)
     model.eval()
     return model
+
+
+# Translating a forward to a static program (paddle.jit.to_static) takes 1-3 s of Python AST
+# work, the same for every checkpoint of one architecture. A search exports one model per trial:
+# a layer traced once per (model, classes, input spec) is loaded with each checkpoint and saved
+# again, which writes the same program with the new parameters. The parity check still compares
+# every export against the dygraph forward of its own checkpoint (to_static switched off).
+_TRACED: "OrderedDict[tuple, Any]" = OrderedDict()
+_TRACED_MAX = 2
+
+
+def _traced_layer(model_name: str, num_classes: int, input_spec: list):
+    """A layer of ``model_name`` whose forward is static for ``input_spec``, reused per process;
+    None with ``TLBENCH_FAST_TRIALS=0`` (then ``jit.save`` traces the loaded model anew)."""
+    import paddle
+
+    from . import runtime
+
+    if not runtime.fast_trials_enabled():
+        return None
+    from .models import create_model
+
+    key = (model_name, num_classes, tuple((tuple(s.shape), str(s.dtype), s.name) for s in input_spec))
+    layer = _TRACED.get(key)
+    if layer is None:
+        layer = create_model(model_name, num_classes)
+        layer.eval()
+        layer.forward = paddle.jit.to_static(layer.forward, input_spec=input_spec, full_graph=True)
+        _TRACED[key] = layer
+        while len(_TRACED) > _TRACED_MAX:
+            _TRACED.popitem(last=False)
+    _TRACED.move_to_end(key)
+    return layer
 
 
 def _parity_batch(spec: PreprocessSpec, parity_inputs: Any) -> tuple[np.ndarray, str]:
@@ -177,6 +213,28 @@ def export(
         ExportError: the target exists (without ``overwrite``), the checkpoint does not fit
             the model, or the parity check fails. Nothing is left at ``out_dir`` then.
     """
+    return _export(source, out_dir, overwrite=overwrite, parity_inputs=parity_inputs, parity_rtol=parity_rtol,
+                   parity_atol=parity_atol, parity_backend=parity_backend, topk=topk)[0]
+
+
+def export_with_predictor(source: Union[TrainResult, PathLike], out_dir: PathLike, options, **kwargs):
+    """:func:`export`, plus a :class:`~harness.predictor.Predictor` of the export built with ``options``.
+
+    Building a oneDNN predictor takes about a second, so when ``options`` asks for float32 on
+    the parity backend, the parity check runs through that predictor and it is returned
+    instead of being built twice (a search scores every trial's export right after exporting).
+    ``kwargs`` are :func:`export`'s.
+    """
+    from .predictor import Predictor
+
+    exported, predictor = _export(source, out_dir, keep=options, **kwargs)
+    return exported, predictor if predictor is not None else Predictor(exported, options)
+
+
+def _export(source, out_dir, *, overwrite: bool = False, parity_inputs: Any = None,
+            parity_rtol: Optional[float] = None, parity_atol: float = DEFAULT_PARITY_ATOL,
+            parity_backend: Optional[str] = None, topk: int = 5, keep=None):
+    """:func:`export`; also returns the parity predictor when ``keep`` (PredictorOptions) could build it."""
     result = resolve_run(source)
     positive_int(topk, "topk")
     if (parity_rtol is not None and parity_rtol < 0) or parity_atol < 0:
@@ -189,11 +247,17 @@ def export(
     from .predictor import Predictor, PredictorOptions
 
     spec = result.preprocess
-    model = load_trained_model(result)
+    input_spec = [InputSpec([None, 3, spec.crop_size, spec.crop_size], "float32", name=INPUT_NAME)]
+    model = load_trained_model(result, into=_traced_layer(result.config.model, result.num_classes, input_spec))
     batch, input_kind = _parity_batch(spec, parity_inputs)
-    # Dygraph reference first: jit.save converts the layer's forward.
-    with paddle.no_grad():
-        reference = model(paddle.to_tensor(batch)).numpy().astype(np.float32)
+    # Dygraph reference first (a traced layer runs its dygraph forward with to_static off).
+    to_static = paddle.jit.api.ProgramTranslator.get_instance().enable_to_static
+    paddle.jit.enable_to_static(False)
+    try:
+        with paddle.no_grad():
+            reference = model(paddle.to_tensor(batch)).numpy().astype(np.float32)
+    finally:
+        paddle.jit.enable_to_static(to_static)
     if reference.ndim != 2 or reference.shape[1] != result.num_classes:
         raise ExportError(
             f"{result.config.model} outputs shape {list(reference.shape)}; expected [N, {result.num_classes}] logits"
@@ -202,7 +266,6 @@ def export(
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.export-", dir=out.parent))
     try:
-        input_spec = [InputSpec([None, 3, spec.crop_size, spec.crop_size], "float32", name=INPUT_NAME)]
         try:
             paddle.jit.save(model, str(staging / MODEL_PREFIX), input_spec=input_spec)
         except Exception as exc:
@@ -228,9 +291,18 @@ def export(
         rtol = parity_rtol if parity_rtol is not None else (
             GPU_PARITY_RTOL if backend in ("gpu", "trt") else DEFAULT_PARITY_RTOL
         )
-        predictor = Predictor(staged, PredictorOptions(backend=backend, batch_size=max(1, len(batch))))
+        shared = keep is not None and keep.backend == backend and keep.precision == "fp32"
+        predictor = Predictor(staged, keep if shared else PredictorOptions(backend=backend, batch_size=max(1, len(batch))))
         candidate = predictor.predict(batch)
-        del predictor
+        if not shared:
+            del predictor
+            predictor = None
+        if not (np.isfinite(reference).all() and np.isfinite(candidate).all()):
+            raise DivergenceError(
+                f"{result.run_dir}: the trained {result.config.model} gives non-finite logits "
+                f"({int((~np.isfinite(reference)).sum())} in dygraph, {int((~np.isfinite(candidate)).sum())} exported, "
+                f"of {reference.size}): training diverged (lr {result.config.lr:g}); there is nothing worth exporting"
+            )
         diff, tolerance, agree, ties, bad = compare_logits(reference, candidate, rtol=rtol, atol=parity_atol)
         parity = ParityReport(
             backend=backend,
@@ -258,4 +330,7 @@ def export(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     log.info("exported %s to %s", result.config.model, out)
-    return ExportedModel.load(out)
+    exported = ExportedModel.load(out)
+    if predictor is not None:
+        predictor.model = exported  # it was built from the staging copy, now renamed to ``out``
+    return exported, predictor

@@ -331,7 +331,7 @@ def _dataset_images(model: ExportedModel, limit: int) -> list[Path]:
         splits = load_dataset(
             name, hyper.get("data_root"), train_list=hyper.get("train_list"), val_list=hyper.get("val_list"),
             test_list=hyper.get("test_list"), val_fraction=hyper.get("val_fraction", 0.1),
-            seed=hyper.get("split_seed", 0),
+            test_fraction=hyper.get("test_fraction"), seed=hyper.get("split_seed", 0),
         )
     except TlbenchError as exc:
         log.info("dataset %r of %s not available for the parity check (%s)", name, model.model_dir, exc)

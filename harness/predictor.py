@@ -23,10 +23,16 @@ feed/fetch ops are switched off. ``share_external_data`` works on this Paddle on
 ``paddle.Tensor``, and building one from a numpy batch copies it anyway, so it saves
 nothing for numpy input.
 
-Int8: TensorRT calibrates from ``calibration_images`` (the calibration table is written
-to the engine cache). oneDNN (``cpu``) runs int8 only on a program that carries its
-quantization scales: Paddle 3.x inference has no CPU calibrator (Paddle 2.x's
-``enable_mkldnn_quantizer`` is gone). :func:`harness.quantize.quantize_int8`
+TensorRT (``trt``) takes one of two routes (:mod:`harness.trt`): a PIR program
+(``inference.json``) is converted once with ``paddle.tensorrt`` into a cached program of
+``tensorrt_engine`` ops, a legacy program (``inference.pdmodel``) goes through
+``enable_tensorrt_engine``. A trt predictor that holds no engine refuses to start, and
+:meth:`Predictor.describe` records the route, the engine count and the TensorRT versions.
+
+Int8: there is no calibrator on either side. TensorRT runs int8 on the legacy int8 export
+(scales in the graph, ``use_calib_mode=False``); oneDNN (``cpu``) runs int8 only on a
+program that carries its quantization scales: Paddle 3.x inference has no CPU calibrator
+(Paddle 2.x's ``enable_mkldnn_quantizer`` is gone). :func:`harness.quantize.quantize_int8`
 (``bench export --precision int8``) makes such an export from a training run; a float32
 export asked for ``cpu``/``int8`` fails with :class:`~common.errors.BackendUnavailableError`
 that says so. The int8 passes quantize the ops in :data:`ONEDNN_INT8_OPS`: ``pool2d`` is
@@ -41,15 +47,16 @@ import contextlib
 import logging
 import os
 import threading
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
-from common.errors import BackendUnavailableError, ConfigError
+from common.errors import BackendUnavailableError, ConfigError, ModelError
 from common.machine import cpu_flags, usable_cores
 from common.validate import positive_int
+from . import trt
 from .artifact import ExportedModel
 from .runtime import captured_output
 
@@ -69,8 +76,8 @@ GPU_INSTALL_HINT = (
 )
 TRT_INSTALL_HINT = (
     "install a paddlepaddle-gpu wheel built with TensorRT from Paddle's package index "
-    "(https://www.paddlepaddle.org.cn/packages/stable/cu126/) and put TensorRT's libraries "
-    "(libnvinfer) on LD_LIBRARY_PATH"
+    "(https://www.paddlepaddle.org.cn/packages/stable/cu126/), the tensorrt Python package of the same "
+    "TensorRT version, and put TensorRT's libraries (libnvinfer) on LD_LIBRARY_PATH"
 )
 # Op types that oneDNN runs in int8 (names after Paddle's fusion passes). pool2d is left
 # out: its int8 primitive fails to build on small feature maps (see the module docstring).
@@ -91,8 +98,13 @@ def _cuda_devices() -> int:
         return 0
 
 
-def check_backend(backend: str, precision: str = "fp32") -> None:
+def check_backend(backend: str, precision: str = "fp32", *, trt_route: Optional[str] = None) -> None:
     """Raise unless the installed Paddle and this machine can run ``backend`` at ``precision``.
+
+    For ``trt``, ``trt_route`` (``pir-trt`` or ``legacy-trt``, see :mod:`harness.trt`) says which
+    TensorRT route the model takes; by default int8 takes the legacy route (the int8 export) and
+    fp32/fp16 the PIR route (what Paddle 3.x exports), which also needs the ``tensorrt`` Python
+    package and ``paddle.tensorrt``.
 
     Raises:
         ConfigError: an unknown backend or precision, or a pair no build supports
@@ -118,7 +130,6 @@ def check_backend(backend: str, precision: str = "fp32") -> None:
             f"(supported: {', '.join(SUPPORTED[backend])}){hint}"
         )
     import paddle
-    import paddle.inference as pi
 
     if backend in ("gpu", "trt"):
         if not paddle.device.is_compiled_with_cuda():
@@ -131,13 +142,8 @@ def check_backend(backend: str, precision: str = "fp32") -> None:
                 f"backend {backend!r}: Paddle has CUDA but sees no GPU (check the driver and CUDA_VISIBLE_DEVICES)"
             )
     if backend == "trt":
-        if tuple(pi.get_trt_compile_version()) == (0, 0, 0):
-            raise BackendUnavailableError(
-                f"backend 'trt' needs Paddle compiled with TensorRT, but paddlepaddle {paddle.__version__} "
-                f"here was built without it; {TRT_INSTALL_HINT}"
-            )
-        if tuple(pi.get_trt_runtime_version()) == (0, 0, 0):
-            raise BackendUnavailableError(f"backend 'trt': the TensorRT runtime library was not found; {TRT_INSTALL_HINT}")
+        route = trt_route or (trt.LEGACY_ROUTE if precision == "int8" else trt.PIR_ROUTE)
+        trt.check_tensorrt(route)
     if backend == "cpu" and precision == "bf16":
         flags = cpu_flags()
         if "avx512_bf16" not in flags and "amx_bf16" not in flags:
@@ -153,9 +159,12 @@ class PredictorOptions:
 
     ``threads`` is the CPU math-library thread count (default: every core the process may
     use). TensorRT builds engines for batch sizes ``trt_min_batch..trt_max_batch``
-    (optimised for ``trt_opt_batch``; both default to ``batch_size``) and serialises them
-    into ``trt_cache_dir`` (default ``<model_dir>/_trt_cache``) so an engine is built once,
-    not per run. ``calibration_images`` (RGB uint8 arrays) calibrate TensorRT int8.
+    (optimised for ``trt_opt_batch``; both default to ``batch_size``) and keeps them in
+    ``trt_cache_dir`` (default ``<model_dir>/_trt_cache``), one entry per
+    :class:`harness.trt.ConversionKey`, so an engine is built once, not per run. A TensorRT
+    subgraph needs at least ``trt_min_subgraph_size`` ops. PIR-TRT converts on GPU 0, so
+    ``gpu_id`` must be 0 for an ``inference.json`` model on ``trt`` (choose the GPU with
+    ``CUDA_VISIBLE_DEVICES``).
     ``verify`` checks a tlbench export's sha256 manifest when the predictor opens a path.
     """
 
@@ -170,7 +179,7 @@ class PredictorOptions:
     trt_opt_batch: Optional[int] = None
     trt_max_batch: Optional[int] = None
     trt_workspace_mb: int = 1024
-    calibration_images: Optional[Sequence[np.ndarray]] = field(default=None, repr=False, compare=False)
+    trt_min_subgraph_size: int = trt.MIN_SUBGRAPH_SIZE
     ir_optim: bool = True
     onednn_cache_capacity: int = 10
     verify: bool = True
@@ -186,7 +195,8 @@ class PredictorOptions:
             raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        for name in ("batch_size", "gpu_mem_mb", "trt_min_batch", "trt_workspace_mb", "onednn_cache_capacity"):
+        for name in ("batch_size", "gpu_mem_mb", "trt_min_batch", "trt_workspace_mb", "trt_min_subgraph_size",
+                     "onednn_cache_capacity"):
             positive(name)
         for name in ("threads", "trt_opt_batch", "trt_max_batch"):
             positive(name, allow_none=True)
@@ -206,6 +216,22 @@ class PredictorOptions:
     def resolved_threads(self) -> int:
         """The thread count actually used."""
         return int(self.threads) if self.threads else usable_cores()
+
+
+def _refuse_trt_int8(model: ExportedModel, route: str, precision: str) -> None:
+    """TensorRT int8 runs only on the legacy int8 export: neither route here calibrates."""
+    if precision != "int8":
+        return
+    if route == trt.PIR_ROUTE:
+        raise BackendUnavailableError(
+            f"backend 'trt' with precision 'int8' needs an int8 export, but {model.model_dir} holds a float PIR program "
+            f"({model.model_file.name}) and PIR-TensorRT has no int8 calibrator; {trt.INT8_EXPORT_HINT}"
+        )
+    if not model.quantized:
+        raise BackendUnavailableError(
+            f"backend 'trt' with precision 'int8' needs an int8 export, but {model.model_dir} holds a float32 program "
+            f"without quantization scales; {trt.INT8_EXPORT_HINT}"
+        )
 
 
 def default_precision(model: Union[ExportedModel, str, "os.PathLike[str]"], backend: str = "cpu") -> str:
@@ -235,13 +261,20 @@ class Predictor:
         options = options or PredictorOptions()
         if not isinstance(options, PredictorOptions):
             raise ConfigError(f"options must be PredictorOptions, got {type(options).__name__}")
-        check_backend(options.backend, options.precision)
+        if options.backend != "trt":
+            check_backend(options.backend, options.precision)
         if not isinstance(model, ExportedModel):
             model = ExportedModel.load(model, verify=options.verify)
+        if options.backend == "trt":
+            # What TensorRT needs depends on the program's route, so the model is read first.
+            route = trt.route_for(model.model_file)
+            _refuse_trt_int8(model, route, options.precision)
+            check_backend("trt", options.precision, trt_route=route)
         self.model = model
         self.options = options
         self.spec = model.preprocess
         self._lock = threading.Lock()
+        self._trt: Optional[dict[str, Any]] = None
         self._predictor = self._create(model, options)
         input_names = self._predictor.get_input_names()
         output_names = self._predictor.get_output_names()
@@ -250,8 +283,29 @@ class Predictor:
         self.input_name = input_names[0]
         self.output_name = output_names[0]
         self._bind_handles()
-        if options.backend == "trt" and options.precision == "int8" and not model.quantized:
-            self._calibrate_trt(options)
+        self.num_outputs = self._check_outputs()
+
+    def _check_outputs(self) -> int:
+        """Run one zero image and compare the number of scores with the class names.
+
+        A label map that does not fit the model would otherwise fail later, per request
+        (an IndexError, a 500) or silently name the wrong classes.
+        """
+        size = self.spec.crop_size
+        # TensorRT engines take batches from their minimum up.
+        n = self.options.trt_batches[0] if self.options.backend == "trt" else 1
+        logits = self._run(np.zeros((n, 3, size, size), np.float32))
+        if logits.ndim != 2 or logits.shape[0] != n:
+            raise ModelError(f"{self.model.model_file}: output {self.output_name!r} has shape {list(logits.shape)} for "
+                             f"{n} image(s); an image classifier gives [N, num_classes]")
+        width = int(logits.shape[1])
+        classes = self.model.classes
+        if classes is not None and len(classes) != width:
+            raise ModelError(
+                f"{self.model.model_dir}: the model outputs {width} class scores but {self.model.classes_source or 'its label map'} "
+                f"names {len(classes)} classes; the class names do not belong to this model"
+            )
+        return width
 
     def _bind_handles(self) -> None:
         self._input = self._predictor.get_input_handle(self.input_name)
@@ -265,33 +319,33 @@ class Predictor:
         other = object.__new__(Predictor)
         other.model, other.options, other.spec = self.model, self.options, self.spec
         other.input_name, other.output_name = self.input_name, self.output_name
+        other.num_outputs = self.num_outputs
+        other._trt = self._trt
         other._lock = threading.Lock()
         with self._lock:
             other._predictor = self._predictor.clone()
         other._bind_handles()
         return other
 
-    def _calibrate_trt(self, options: PredictorOptions) -> None:
-        # Paddle-TensorRT collects int8 ranges from the batches run in calibration mode and
-        # writes the table into the cache when that predictor is destroyed; the next
-        # predictor built with the same cache loads it and builds the int8 engine.
-        images = list(options.calibration_images or ())
-        step = options.trt_batches[2]
-        for i in range(0, len(images), step):
-            self._run(self.preprocess(images[i : i + step]))
-        del self._input, self._output, self._predictor
-        self._predictor = self._create(self.model, options)
-        self._bind_handles()
-
     # -- construction -------------------------------------------------------------------
     def _create(self, model: ExportedModel, options: PredictorOptions):
         import paddle.inference as pi
 
-        config = pi.Config(str(model.model_file), str(model.params_file))
+        backend, precision = options.backend, options.precision
+        route = trt.route_for(model.model_file) if backend == "trt" else None
+        key = self._trt_key(model, options, route) if route else None
+        program, params = model.model_file, model.params_file
+        if route == trt.PIR_ROUTE:
+            converted = trt.convert_pir(model.model_file, model.params_file, key, self._trt_cache_root(model, options))
+            trt.require_engines(converted.engine_ops, route=route, model_dir=model.model_dir, where=converted.model_file)
+            program, params = converted.model_file, converted.params_file
+            self._trt = self._trt_facts(key, converted.engine_ops, f"{trt.ENGINE_OP} ops in {converted.model_file}",
+                                        converted.model_file.parent, converted.reused)
+        config = pi.Config(str(program), str(params))
         config.switch_ir_optim(options.ir_optim)
         config.switch_use_feed_fetch_ops(False)
         config.disable_glog_info()
-        backend, precision = options.backend, options.precision
+        legacy_cache = None
         if backend in ("cpu", "cpu-plain"):
             config.disable_gpu()
             config.set_cpu_math_library_num_threads(options.resolved_threads())
@@ -315,14 +369,19 @@ class Predictor:
                 log.warning("%s is an int8 export; %s/%s runs its fake-quantize ops in float (slow, int8 rounding "
                             "kept); use backend 'cpu' with precision 'int8'", model.model_dir, backend, precision)
         else:
-            gpu_precision = pi.PrecisionType.Half if (backend == "gpu" and precision == "fp16") else pi.PrecisionType.Float32
-            config.enable_use_gpu(options.gpu_mem_mb, options.gpu_id, gpu_precision)
-            if backend == "trt":
-                self._configure_trt(config, model, options)
+            half = precision == "fp16"
+            config.enable_use_gpu(options.gpu_mem_mb, options.gpu_id,
+                                  pi.PrecisionType.Half if half else pi.PrecisionType.Float32)
+            if half:
+                # Callers feed and fetch float32 arrays; only the ops in between run in half precision.
+                config.exp_disable_mixed_precision_ops({"feed", "fetch"})
+            if route == trt.LEGACY_ROUTE:
+                legacy_cache = trt.legacy_cache_dir(key, self._trt_cache_root(model, options))
+                self._configure_legacy_trt(config, model, options, legacy_cache)
         # Config.enable_memory_optim() makes create_predictor fail for PIR programs on
         # Paddle 3.3 ("Not find predictor_id N and pass_name memory_optimize_pass"),
         # so it is only used for legacy programs.
-        if model.model_file.suffix == ".pdmodel":
+        if Path(program).suffix == ".pdmodel":
             config.enable_memory_optim()
         # oneDNN's int8 passes print a report of every op kind they quantized (about 40 lines)
         # to stderr, whatever the glog setting; it goes to the debug log instead.
@@ -340,9 +399,52 @@ class Predictor:
         finally:
             if captured is not None and captured.text.strip():
                 log.debug("Paddle Inference while building the predictor:\n%s", captured.text.rstrip())
+        if legacy_cache is not None:
+            # use_static=True serialises every engine the subgraph pass built while the predictor was created.
+            engines = trt.count_engine_files(legacy_cache)
+            trt.require_engines(engines, route=route, model_dir=model.model_dir, where=legacy_cache)
+            self._trt = self._trt_facts(key, engines, f"{trt.ENGINE_FILE_GLOB} files in {legacy_cache}", legacy_cache, None)
         return predictor
 
-    def _configure_trt(self, config: Any, model: ExportedModel, options: PredictorOptions) -> None:
+    # -- TensorRT -------------------------------------------------------------------------
+    @staticmethod
+    def _trt_cache_root(model: ExportedModel, options: PredictorOptions) -> Path:
+        return Path(options.trt_cache_dir) if options.trt_cache_dir else model.model_dir / "_trt_cache"
+
+    @staticmethod
+    def _trt_key(model: ExportedModel, options: PredictorOptions, route: str) -> "trt.ConversionKey":
+        import paddle
+
+        if route == trt.PIR_ROUTE and options.gpu_id != 0:
+            raise ConfigError(
+                f"backend 'trt' converts inference.json models on GPU 0 (paddle.tensorrt.convert always uses it), got "
+                f"gpu_id {options.gpu_id}; select the GPU with CUDA_VISIBLE_DEVICES={options.gpu_id} and use gpu_id 0"
+            )
+        lo, opt, hi = options.trt_batches
+        return trt.ConversionKey(
+            model_sha256=trt.model_sha256(model.model_file, model.params_file), route=route,
+            precision=options.precision, min_batch=lo, opt_batch=opt, max_batch=hi,
+            image_size=int(model.preprocess.crop_size), workspace_mb=options.trt_workspace_mb,
+            min_subgraph_size=options.trt_min_subgraph_size, paddle_version=paddle.__version__,
+            tensorrt_version=trt.runtime_version(), gpu_name=trt.gpu_name(options.gpu_id),
+        )
+
+    @staticmethod
+    def _trt_facts(key: "trt.ConversionKey", engines: int, evidence: str, cache: Path,
+                   reused: Optional[bool]) -> dict[str, Any]:
+        return {
+            "trt_mode": key.route,
+            "trt_engines": int(engines),
+            "trt_engine_evidence": evidence,
+            "trt_batches": [key.min_batch, key.opt_batch, key.max_batch],
+            "trt_cache": str(cache),
+            "trt_cache_reused": reused,
+            "gpu_name": key.gpu_name,
+            **trt.versions(),
+        }
+
+    @staticmethod
+    def _configure_legacy_trt(config: Any, model: ExportedModel, options: PredictorOptions, cache: Path) -> None:
         import paddle.inference as pi
 
         precision = {
@@ -350,22 +452,18 @@ class Predictor:
             "fp16": pi.PrecisionType.Half,
             "int8": pi.PrecisionType.Int8,
         }[options.precision]
-        cache = Path(options.trt_cache_dir) if options.trt_cache_dir else model.model_dir / "_trt_cache"
-        cache.mkdir(parents=True, exist_ok=True)
-        # Engines (and the int8 calibration table) are serialised here and reused.
+        # Engines are serialised into this key's own directory, so the files counted after
+        # create_predictor belong to this model and these settings only.
         config.set_optim_cache_dir(str(cache))
         lo, opt, hi = options.trt_batches
-        # A calibrated int8 export carries its scales; TensorRT reads them instead of calibrating.
-        use_calib = options.precision == "int8" and not model.quantized
-        if use_calib and not options.calibration_images:
-            raise ConfigError("backend 'trt' with precision 'int8' needs calibration images (a few training images)")
+        # The int8 export carries its scales; TensorRT reads them instead of calibrating.
         config.enable_tensorrt_engine(
             workspace_size=options.trt_workspace_mb << 20,
             max_batch_size=hi,
-            min_subgraph_size=3,
+            min_subgraph_size=options.trt_min_subgraph_size,
             precision_mode=precision,
             use_static=True,
-            use_calib_mode=use_calib,
+            use_calib_mode=False,
         )
         size = model.preprocess.crop_size
         config.set_trt_dynamic_shape_info(
@@ -423,18 +521,26 @@ class Predictor:
         self.predict(np.zeros((n, 3, size, size), np.float32))
 
     def describe(self) -> dict[str, Any]:
-        """Backend, precision, threads, model and Paddle version, for result files."""
+        """Backend, precision, threads, model and Paddle version (and :meth:`engine_facts`), for result files."""
         import paddle
 
         return {
             "model_dir": str(self.model.model_dir),
             "model_name": self.model.model_name,
+            "integrity": self.model.integrity,
+            "class_names": "known" if self.model.classes is not None else "unknown (reported by number)",
             "backend": self.options.backend,
             "precision": self.options.precision,
             "batch_size": self.options.batch_size,
             "threads": self.options.resolved_threads() if self.options.backend.startswith("cpu") else None,
             "paddle_version": paddle.__version__,
+            **self.engine_facts(),
         }
+
+    def engine_facts(self) -> dict[str, Any]:
+        """For ``trt``: the route (``trt_mode``), engine count and its evidence, batch range, cache,
+        GPU and the Paddle/TensorRT versions; empty for the other backends."""
+        return dict(self._trt or {})
 
     def with_options(self, **changes: Any) -> "Predictor":
         """A new Predictor for the same model with some options changed."""

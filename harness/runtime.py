@@ -37,17 +37,20 @@ def prepare_environment(threads: int | None = None) -> None:
     """Set thread counts and MKL dispatch before Paddle is imported.
 
     Paddle defaults to one OpenMP thread; we use every core the process may run
-    on. On AMD CPUs MKL picks a slow code path unless ``MKL_DEBUG_CPU_TYPE=5``
-    (dygraph training measured 2-3x faster); the variable is ignored elsewhere,
-    and a value the user set is kept.
+    on, or ``threads`` when given (``--threads N``: it replaces a value already in
+    the environment, so OpenMP and Paddle's own thread count agree). On AMD CPUs MKL
+    picks a slow code path unless ``MKL_DEBUG_CPU_TYPE=5`` (dygraph training measured
+    2-3x faster); the variable is ignored elsewhere, and a value the user set is kept.
     """
     # Paddle warns at import that ccache is missing; it only matters when compiling C++ ops.
     warnings.filterwarnings("ignore", message="No ccache found")
     # BatchNorm warns on every train() call that it tracks running statistics, which is what
     # fine-tuning wants.
     warnings.filterwarnings("ignore", message="When training, we now always track global mean and variance")
-    n = threads or usable_cores()
-    os.environ.setdefault("OMP_NUM_THREADS", str(n))
+    if threads:
+        os.environ["OMP_NUM_THREADS"] = str(int(threads))
+    else:
+        os.environ.setdefault("OMP_NUM_THREADS", str(usable_cores()))
     if cpu_vendor() == "AuthenticAMD":
         os.environ.setdefault("MKL_DEBUG_CPU_TYPE", "5")
 

@@ -5,6 +5,13 @@ label smoothing and mixup as soft targets, optional AMP on GPU, evaluation on
 val after every epoch with the deploy preprocessing. A run directory receives
 ``config.yaml`` at the start, ``metrics.json`` after every epoch and the
 checkpoint at the end.
+
+Continuation (a multi-fidelity search pauses and continues trials): with ``keep_state=True``
+the training state is saved after every epoch (:mod:`harness.train_state`) and a run whose
+directory holds one continues from it; ``stop_after_epochs`` ends the run early. The schedule
+is always defined over ``cfg.epochs``, so a run stopped after k epochs is exactly the first k
+epochs of the full run, and continuing it ends with the same weights. Without these options
+nothing is saved or restored and training computes what it always did.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from .metrics import classification_metrics  # noqa: E402
 from .models import create_model, freeze_stages  # noqa: E402
 from .prefix import FrozenPrefix, frozen_prefix, val_features  # noqa: E402
 from .results import CHECKPOINT_NAME, CONFIG_NAME, METRICS_NAME, TrainResult  # noqa: E402
+from .train_state import TrainStateError, latest_state_epoch, load_train_state, save_train_state  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +76,24 @@ def default_run_name(cfg: TrainConfig) -> str:
 
 def prepare_run_dir(cfg: TrainConfig) -> Path:
     """Create the run directory; refuses one that already holds a finished run."""
-    run_dir = Path(cfg.out_dir) / (cfg.run_name or default_run_name(cfg))
+    run_dir = run_dir_of(cfg)
     if (run_dir / CHECKPOINT_NAME).exists():
         raise ConfigError(f"run directory {run_dir} already holds a trained model; pick another run_name or out_dir")
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
+
+
+def run_dir_of(cfg: TrainConfig) -> Path:
+    """The run directory ``cfg`` trains into (``out_dir/run_name``, or a timestamped name)."""
+    return Path(cfg.out_dir) / (cfg.run_name or default_run_name(cfg))
+
+
+def _state_identity(cfg: TrainConfig) -> dict[str, Any]:
+    """What a saved training state must have been trained with to be continued (the resolved config)."""
+    data = json.loads(json.dumps(cfg.to_dict(), default=str))
+    for key in ("out_dir", "run_name", "threads", "workers"):  # where and how fast, not what is computed
+        data.pop(key, None)
+    return data
 
 
 def load_splits(cfg: TrainConfig) -> DatasetSplits:
@@ -84,6 +105,7 @@ def load_splits(cfg: TrainConfig) -> DatasetSplits:
         val_list=cfg.val_list,
         test_list=cfg.test_list,
         val_fraction=cfg.val_fraction,
+        test_fraction=cfg.test_fraction,
         seed=cfg.split_seed,
         strict=cfg.strict_data,
         download=cfg.download,
@@ -159,12 +181,22 @@ def fine_tune(
     on_step: Optional[Callable[[StepInfo], None]] = None,
     on_epoch: Optional[Callable[[EpochInfo], None]] = None,
     splits: Optional[DatasetSplits] = None,
+    stop_after_epochs: Optional[int] = None,
+    keep_state: bool = False,
 ) -> TrainResult:
     """Fine-tune ``cfg.model`` on ``cfg.dataset``'s train split, evaluating on val after each epoch.
 
     ``splits`` may be passed to reuse an already loaded dataset (a search does).
+    ``keep_state``: save the training state after every epoch and continue from the newest one
+    the run directory holds (see the module docstring). ``stop_after_epochs``: stop after that
+    many epochs (1..``cfg.epochs``); the schedule still runs over ``cfg.epochs``. A run stopped
+    before ``cfg.epochs`` writes no ``model.pdparams`` (its result's ``checkpoint`` is empty).
     Raises DivergenceError as soon as the loss is NaN or infinite.
     """
+    if stop_after_epochs is not None and (isinstance(stop_after_epochs, bool) or not isinstance(stop_after_epochs, int)
+                                          or not 1 <= stop_after_epochs <= cfg.epochs):
+        raise ConfigError(f"stop_after_epochs must be an integer in [1, epochs={cfg.epochs}], got {stop_after_epochs!r}")
+    last_epoch = cfg.epochs if stop_after_epochs is None else stop_after_epochs
     runtime.set_paddle_threads(cfg.threads)
     device = runtime.select_device(cfg.device)
     if cfg.amp and not device.startswith("gpu"):
@@ -182,6 +214,7 @@ def fine_tune(
     model = create_model(cfg.model, num_classes, pretrained=cfg.pretrained)
     if cfg.freeze:
         freeze_stages(model, cfg.freeze)
+    resume_epoch = latest_state_epoch(run_dir_of(cfg)) if keep_state else None
     run_dir = prepare_run_dir(cfg)
     cfg.write_yaml(run_dir / CONFIG_NAME)
     log.info("run directory %s (%d train / %d val images, %d classes, device %s)",
@@ -192,11 +225,11 @@ def fine_tune(
     train_loader = DataLoader(
         splits.train, TrainTransform(spec), batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed,
         workers=cfg.workers, drop_last=len(splits.train) > cfg.batch_size, report=splits.report,
-        strict=cfg.strict_data, cache=cache,
+        strict=cfg.strict_data, cache=cache, split="train",
     )
     val_loader = DataLoader(
         splits.val, EvalTransform(spec), batch_size=cfg.batch_size, shuffle=False, seed=cfg.seed,
-        workers=cfg.workers, report=splits.report, strict=cfg.strict_data, cache=cache,
+        workers=cfg.workers, report=splits.report, strict=cfg.strict_data, cache=cache, split="val",
     )
     # The frozen prefix runs as inference (harness.prefix); the model trains from its output.
     prefix: Optional[FrozenPrefix] = None
@@ -220,7 +253,16 @@ def fine_tune(
 
     history: list[dict[str, Any]] = []
     val_metrics: dict[str, float] = {}
-    for epoch in range(cfg.epochs):
+    first_epoch = 0
+    if resume_epoch is not None:
+        if resume_epoch > last_epoch:
+            raise TrainStateError(f"{run_dir} holds a training state after epoch {resume_epoch}, beyond the "
+                                  f"{last_epoch} epoch(s) this run should stop after")
+        history = load_train_state(run_dir, resume_epoch, identity=_state_identity(cfg), model=model,
+                                   optimizer=optimizer, schedule=schedule, mixup_rng=rng, scaler=scaler)
+        first_epoch = resume_epoch
+        val_metrics = {k[len("val_"):]: v for k, v in history[-1].items() if k.startswith("val_") and k != "val_seconds"}
+    for epoch in range(first_epoch, last_epoch):
         model.train()
         if cfg.freeze:
             freeze_stages(model, cfg.freeze)  # keeps frozen BatchNorm layers in eval mode
@@ -266,6 +308,14 @@ def fine_tune(
             logits = predict_suffix_logits(model, features, cfg.freeze, max(cfg.batch_size, 64))
         else:
             logits, labels = predict_logits(model, val_loader)
+        if len(labels) and not np.isfinite(logits).all():
+            # The loss can stay finite while the weights blow up (batch statistics hide it in
+            # training mode); val logits in eval mode show it. Without this check the run would
+            # "finish" and fail later as an export parity error.
+            raise DivergenceError(
+                f"training diverged: validation logits are not finite after epoch {epoch + 1} "
+                f"(lr {cfg.lr:g}, last step's rate {lr:g})"
+            )
         val_metrics = classification_metrics(logits, labels, num_classes) if len(labels) else {}
         record = {
             "epoch": epoch + 1,
@@ -278,6 +328,9 @@ def fine_tune(
         }
         history.append(record)
         _write_metrics(run_dir, cfg, splits, history, val_metrics, finished=False)
+        if keep_state:
+            save_train_state(run_dir, epoch=epoch + 1, identity=_state_identity(cfg), model=model, optimizer=optimizer,
+                             schedule=schedule, mixup_rng=rng, history=history, scaler=scaler)
         if on_epoch is not None:
             on_epoch(EpochInfo(epoch, cfg.epochs, record))
         log.info(
@@ -287,6 +340,11 @@ def fine_tune(
             record["train_images_per_s"],
         )
 
+    if last_epoch < cfg.epochs:
+        # Paused: the state file holds the weights; metrics.json says the run is not finished.
+        return TrainResult(config=cfg, run_dir=str(run_dir), checkpoint="", classes=tuple(splits.classes),
+                           history=tuple(history), val_metrics=val_metrics, metric=splits.metric,
+                           data_report=splits.report.to_dict())
     checkpoint = run_dir / CHECKPOINT_NAME
     tmp = checkpoint.with_suffix(".tmp")
     paddle.save(model.state_dict(), str(tmp))

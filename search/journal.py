@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import threading
 import time
@@ -39,6 +40,10 @@ JOURNAL_NAME = "journal.jsonl"
 META_NAME = "search.json"
 LOCK_NAME = "search.lock"
 META_VERSION = 1
+
+
+#: Strategies whose points are not drawn from the space, so records are not checked against it.
+OWN_POINT_STRATEGIES = ("fixed", "bit")
 
 
 class JournalError(TlbenchError):
@@ -103,9 +108,66 @@ class SearchMeta:
         """The search space."""
         return Space.from_dict(self.space, where=META_NAME)
 
+    def record_space(self) -> Optional[Space]:
+        """The space a journal record's params must be a point of; None for strategies whose
+        points are their own (the fixed scheme, the BiT rule's optimiser settings)."""
+        return None if self.strategy in OWN_POINT_STRATEGIES else self.build_space()
 
-def read_records(path: str | Path) -> list[dict[str, Any]]:
-    """Every valid record of a journal file, in file order; bad lines are skipped with a warning."""
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def record_problem(record: Any, space: Optional[Space] = None) -> Optional[str]:
+    """Why ``record`` is not a valid trial record (of ``space``, when given), or None."""
+    if not isinstance(record, dict):
+        return f"a record is a JSON object, got {type(record).__name__}"
+    for key in ("trial", "state", "params"):
+        if key not in record:
+            return f"no {key!r} field"
+    trial = record["trial"]
+    if not isinstance(trial, int) or isinstance(trial, bool) or trial < 1:
+        return f"'trial' must be an integer >= 1, got {trial!r}"
+    try:
+        state = TrialState(record["state"])
+    except ValueError:
+        return f"'state' must be one of {[s.value for s in TrialState]}, got {record['state']!r}"
+    if not isinstance(record["params"], dict):
+        return f"'params' must be an object, got {record['params']!r}"
+    value = record.get("value")
+    if value is not None and not (_is_number(value) and math.isfinite(value)):
+        return f"'value' must be a finite number or null, got {value!r}"
+    if state is TrialState.COMPLETE and value is None:
+        return "a COMPLETE record needs a 'value'"
+    for key in ("metrics", "timings"):
+        if record.get(key) is not None and not isinstance(record[key], dict):
+            return f"{key!r} must be an object, got {record[key]!r}"
+    for key in ("started_at", "finished_at"):
+        if record.get(key) is not None and not _is_number(record[key]):
+            return f"{key!r} must be a number, got {record[key]!r}"
+    if record.get("error") is not None and not isinstance(record["error"], str):
+        return f"'error' must be a string, got {record['error']!r}"
+    worker = record.get("worker")
+    if worker is not None and (not isinstance(worker, int) or isinstance(worker, bool)):
+        return f"'worker' must be an integer, got {worker!r}"
+    for key, low in (("rung", 0), ("epochs", 1)):  # multi-fidelity rung records
+        if key in record and (not isinstance(record[key], int) or isinstance(record[key], bool) or record[key] < low):
+            return f"{key!r} must be an integer >= {low}, got {record[key]!r}"
+    if space is not None:
+        try:
+            space.validate(record["params"])
+        except (TlbenchError, TypeError, ValueError) as exc:
+            return f"params outside the search space: {exc}"
+    return None
+
+
+def read_records(path: str | Path, space: Optional[Space] = None, *, warn: bool = True) -> list[dict[str, Any]]:
+    """Every valid record of a journal file, in file order.
+
+    A line that is not JSON, or not a valid trial record (see :func:`record_problem`; with
+    ``space``, params must be a point of it), is skipped with a warning naming the file, the
+    line and what is wrong.
+    """
     path = Path(path)
     try:
         data = path.read_bytes()
@@ -118,12 +180,15 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
             continue
         try:
             record = json.loads(line)
-            if not isinstance(record, dict) or "trial" not in record or "state" not in record:
-                raise ValueError("not a trial record")
-            TrialState(record["state"])
         except ValueError as exc:
             torn = lineno == len(lines)  # no newline after it: the write was cut short
-            log.warning("%s line %d: %s record skipped (%s)", path, lineno, "torn last" if torn else "unreadable", exc)
+            if warn:
+                log.warning("%s line %d: %s record skipped (%s)", path, lineno, "torn last" if torn else "unreadable", exc)
+            continue
+        problem = record_problem(record, space)
+        if problem is not None:
+            if warn:
+                log.warning("%s line %d: invalid record skipped (%s)", path, lineno, problem)
             continue
         records.append(record)
     return records
@@ -154,11 +219,18 @@ def finished_in_order(records: list[dict[str, Any]]) -> list[Trial]:
 
 
 def load_trials(run_dir_or_journal: str | Path) -> list[Trial]:
-    """Trials of a run directory (or a journal file), read-only and without taking the lock."""
+    """Trials of a run directory (or a journal file), read-only and without taking the lock.
+
+    Records whose params are not points of the space in the ``search.json`` beside the
+    journal (when there is one) are skipped with a warning, as are malformed ones.
+    """
     path = Path(run_dir_or_journal)
     if path.is_dir():
         path = path / JOURNAL_NAME
-    return trials_from_records(read_records(path))
+    space = None
+    if (path.parent / META_NAME).is_file():
+        space = load_meta(path.parent).record_space()
+    return trials_from_records(read_records(path, space))
 
 
 def load_meta(run_dir: str | Path) -> SearchMeta:
@@ -232,11 +304,35 @@ class Journal:
                     f"requested: { {k: b.get(k) for k in diff} })"
                 )
             journal = cls(run_dir, stored, lock)
+            journal._refuse_lost_journal()
             journal._open_for_append()
             return journal
         except BaseException:
             lock.release()
             raise
+
+    def _refuse_lost_journal(self) -> None:
+        """Refuse a resume whose journal is gone (or empty) while results of trials remain beside it.
+
+        Without the journal every trial would silently run again and overwrite those results.
+        """
+        own = {META_NAME, JOURNAL_NAME, LOCK_NAME, META_NAME + ".tmp"}
+        others = sorted(p.name for p in self.run_dir.iterdir() if p.name not in own)
+        if not others:
+            return
+        if not self.path.exists():
+            state = "is missing"
+        elif not self.path.stat().st_size:
+            state = "is empty"
+        elif not read_records(self.path, self.meta.record_space(), warn=False):
+            state = "holds no valid trial record"
+        else:
+            return
+        raise JournalError(
+            f"cannot resume {self.run_dir}: {self.path.name} {state}, but {', '.join(others)} remain from earlier "
+            f"trials; resuming would run every trial again. Restore {self.path} from a backup, or start a new "
+            f"search in another directory"
+        )
 
     def _open_for_append(self) -> None:
         if self.path.exists():
@@ -248,7 +344,7 @@ class Journal:
                     f.truncate(cut)
                     f.flush()
                     os.fsync(f.fileno())
-            self._records = read_records(self.path)
+            self._records = read_records(self.path, self.meta.record_space())
         created = not self.path.exists()
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         if created:

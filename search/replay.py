@@ -2,6 +2,10 @@
 
 A full grid search is expensive once; replaying its journal answers any point of the grid at no
 cost, so strategies (random, bayes with its options) can be compared over dozens of seeds.
+Multi-fidelity strategies (asha, bohb) replay too: a lower rung is answered from the trial's
+per-epoch validation history (``metrics.train_history``, which is exactly the prefix of the full
+run), the top rung from the trial's value. Cost is counted in epochs and full-trial equivalents
+(FTE = epochs / max epochs), so every strategy is compared on one axis.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from common.errors import ConfigError, TlbenchError
 
 from .journal import JOURNAL_NAME, META_NAME, SearchMeta, load_meta, load_trials
 from .space import Space, point_key
+from .multifidelity import MultiFidelityStrategy, is_multi_fidelity, make_multi_fidelity_strategy
 from .strategies import Strategy, make_strategy
 from .trial import Trial, TrialState
 
@@ -62,6 +67,42 @@ class ReplayObjective:
         if self.meta is None:
             raise TlbenchError(f"{self.run_dir} has no {META_NAME}; pass the space explicitly")
         return self.meta.build_space()
+
+    @property
+    def max_epochs(self) -> int:
+        """Epochs of a full trial: the length of the per-epoch histories (the same in every COMPLETE trial).
+
+        Raises TlbenchError when a COMPLETE trial has no ``metrics.train_history`` or the lengths differ.
+        """
+        lengths = {len((t.metrics or {}).get("train_history") or []) for t in self._trials.values()
+                   if t.state is TrialState.COMPLETE}
+        if not lengths or 0 in lengths:
+            raise TlbenchError(f"journal {self.path}: every COMPLETE trial needs a per-epoch history "
+                               "(metrics.train_history) to replay a multi-fidelity strategy")
+        if len(lengths) > 1:
+            raise TlbenchError(f"journal {self.path}: trials were trained for different numbers of epochs {sorted(lengths)}")
+        return lengths.pop()
+
+    def at_epochs(self, params: dict[str, Any], epochs: int) -> float:
+        """The value ``params`` had after ``epochs`` epochs: the final value at the last epoch, else the
+        per-epoch validation of the trial's metric (``val_<metric>`` in ``metrics.train_history``)."""
+        result = self(params)
+        history = result["metrics"].get("train_history") or []
+        if epochs == len(history):
+            return float(result["value"])
+        if not 1 <= epochs < len(history):
+            raise TlbenchError(f"point {params}: no value after {epochs} epochs in {self.path} "
+                               f"(the history has {len(history)} epochs)")
+        key = f"val_{result['metrics'].get('metric', 'top1')}"
+        record = history[epochs - 1]
+        if key not in record:
+            raise TlbenchError(f"point {params}: epoch {epochs} of its history in {self.path} has no {key!r}")
+        return float(record[key])
+
+    def run_rung(self, params: dict[str, Any], epochs: int, final: bool) -> dict[str, Any]:
+        """A multi-fidelity rung answered from the journal: the value after ``epochs`` epochs (see :meth:`at_epochs`)."""
+        result = self(params)
+        return {**result, "value": self.at_epochs(params, epochs) if not final else result["value"]}
 
     def __call__(self, params: dict[str, Any]) -> dict[str, Any]:
         """The recorded outcome of ``params``."""
@@ -112,6 +153,65 @@ def trials_to_target(strategy: Strategy, objective: ReplayObjective, target: flo
     return reached, elapsed, curve
 
 
+@dataclass(frozen=True)
+class MultiFidelityRun:
+    """One replayed multi-fidelity search: cost to the target and best-so-far by FTE."""
+
+    reached_fte: Optional[float]  # full-trial equivalents spent when a full-budget value reached the target
+    reached_configs: Optional[int]  # configurations started by then
+    elapsed_s: float  # recorded trial time, scaled by the share of epochs each job trained
+    curve: list[Optional[float]]  # best full-budget value after 1, 2, ... FTE
+    n_jobs: int
+
+
+def multi_fidelity_to_target(strategy: MultiFidelityStrategy, objective: ReplayObjective, target: float,
+                             max_fte: float, *, curve_fte: int = 0) -> MultiFidelityRun:
+    """Run a multi-fidelity ``strategy`` on ``objective`` (serially, one job at a time) until a
+    full-budget value reaches ``target``.
+
+    Only a configuration trained to the top rung counts (that is the model a search hands
+    over); lower rungs steer the search. Every job costs the epochs it trains (a promotion
+    continues from its checkpoint). The run stops when the target is reached and the curve covers
+    ``curve_fte`` FTE, when ``max_fte`` is spent, or when the strategy is finished.
+    """
+    max_epochs = strategy.max_epochs
+    spent = 0
+    elapsed = 0.0
+    best: Optional[float] = None
+    reached: Optional[float] = None
+    reached_configs: Optional[int] = None
+    points: list[tuple[int, Optional[float]]] = []  # (epochs spent, best so far) after each job
+    n_jobs = 0
+    while spent < max_fte * max_epochs:
+        if reached is not None and spent >= curve_fte * max_epochs:
+            break
+        job = strategy.ask()
+        if job is None:
+            break  # serial: nothing runs, so None means finished
+        n_jobs += 1
+        spent += job.cost_epochs
+        trial = objective._trials.get(point_key(job.params))
+        trial_s = float((trial.timings if trial else {}).get("trial_s", 0.0))
+        if reached is None:
+            elapsed += trial_s * job.cost_epochs / max_epochs
+        try:
+            value: Optional[float] = objective.at_epochs(job.params, job.epochs)
+        except TlbenchError:
+            value = None
+        strategy.tell(job, value)
+        if job.top and value is not None:
+            best = value if best is None else max(best, value)
+            if reached is None and value >= target:
+                reached = spent / max_epochs
+                reached_configs = strategy.n_configs
+        points.append((spent, best))
+    curve: list[Optional[float]] = []
+    for fte in range(1, curve_fte + 1):
+        within = [b for s, b in points if s <= fte * max_epochs]
+        curve.append(within[-1] if within else None)
+    return MultiFidelityRun(reached, reached_configs, elapsed, curve, n_jobs)
+
+
 def _band(curves: list[list[Optional[float]]], length: int) -> dict[str, list[Optional[float]]]:
     """Median and quartiles over seeds of best-so-far after 1..length trials (None before any value)."""
     out: dict[str, list[Optional[float]]] = {"trials": list(range(1, length + 1)), "q1": [], "median": [], "q3": []}
@@ -146,6 +246,11 @@ def compare_strategies(objective: ReplayObjective, configs: Sequence[StrategyCon
     ``best_so_far`` (median and quartiles over seeds of the best value after 1..max(budgets)
     trials). Cost is also given in full-trial equivalents (``median_fte``, ``iqr_fte``: a trial
     that trains the full number of epochs is 1 FTE, so for these strategies FTE = trials).
+
+    Multi-fidelity configs (asha, bohb; see :func:`multi_fidelity_to_target`) report the same
+    fields with ``median``/``q1``/``q3``/``fte``/``reached_share``/``best_so_far`` in FTE,
+    ``trials`` (configurations started), ``median_trials`` and ``median_epochs``; a seed that
+    did not reach the target counts as ``max_trials + 1`` FTE (and the grid size + 1 configurations).
     JSON-safe.
 
     A grid point the journal does not hold replays as a failed trial, which would bias the
@@ -184,6 +289,9 @@ def compare_strategies(objective: ReplayObjective, configs: Sequence[StrategyCon
     curve_trials = min(max(budgets, default=0), max_trials)
     rows = []
     for config in configs:
+        if is_multi_fidelity(config.name):
+            rows.append(_multi_fidelity_row(objective, config, space, seeds, target, max_trials, budgets, curve_trials))
+            continue
         counts: list[Optional[int]] = []
         times: list[float] = []
         curves: list[list[Optional[float]]] = []
@@ -201,6 +309,7 @@ def compare_strategies(objective: ReplayObjective, configs: Sequence[StrategyCon
             "strategy": config.name,
             "options": dict(config.options),
             "trials": counts,
+            "fte": [None if c is None else float(c) for c in counts],
             "reached": sum(c is not None for c in counts),
             "median": median,
             "q1": q1,
@@ -211,6 +320,7 @@ def compare_strategies(objective: ReplayObjective, configs: Sequence[StrategyCon
             "median_trials": median,
             "median_fte": median,
             "iqr_fte": q3 - q1,
+            "median_epochs": None,
             "reached_share": {str(b): sum(c is not None and c <= b for c in counts) / seeds for b in budgets},
             "best_so_far": _band(curves, curve_trials),
         })
@@ -226,6 +336,45 @@ def compare_strategies(objective: ReplayObjective, configs: Sequence[StrategyCon
         "budgets": budgets,
         "missing_points": missing,
         "strategies": rows,
+    }
+
+
+def _multi_fidelity_row(objective: ReplayObjective, config: StrategyConfig, space: Space, seeds: int, target: float,
+                        max_trials: int, budgets: list[int], curve_trials: int) -> dict[str, Any]:
+    """One row of :func:`compare_strategies` for a multi-fidelity strategy (costs in FTE)."""
+    options = dict(config.options)
+    options.setdefault("max_epochs", objective.max_epochs)
+    runs = []
+    for seed in range(seeds):
+        strategy = make_multi_fidelity_strategy(config.name, space, seed=seed, **options)
+        runs.append(multi_fidelity_to_target(strategy, objective, target, max_trials, curve_fte=curve_trials))
+    ftes = [r.reached_fte for r in runs]
+    filled = np.array([f if f is not None else max_trials + 1 for f in ftes], dtype=float)
+    q1, median, q3 = (float(v) for v in np.percentile(filled, [25, 50, 75]))
+    configs = np.array([r.reached_configs if r.reached_configs is not None else space.size() + 1 for r in runs], dtype=float)
+    max_epochs = options["max_epochs"]
+    times = [r.elapsed_s for r in runs if r.reached_fte is not None]
+    log.debug("%s: median %.2f FTE (IQR %.2f) over %d seeds", config.label, median, q3 - q1, seeds)
+    return {
+        "label": config.label,
+        "strategy": config.name,
+        "options": options,
+        "trials": [r.reached_configs for r in runs],
+        "fte": ftes,
+        "reached": sum(f is not None for f in ftes),
+        "median": median,
+        "q1": q1,
+        "q3": q3,
+        "iqr": q3 - q1,
+        "mean": float(filled.mean()),
+        "median_time_s": float(np.median(times)) if times else None,
+        "median_trials": float(np.median(configs)),
+        "median_fte": median,
+        "iqr_fte": q3 - q1,
+        "median_epochs": median * max_epochs,
+        "rungs": make_multi_fidelity_strategy(config.name, space, seed=0, **options).rungs,
+        "reached_share": {str(b): sum(f is not None and f <= b for f in ftes) / seeds for b in budgets},
+        "best_so_far": _band([r.curve for r in runs], curve_trials),
     }
 
 

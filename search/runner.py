@@ -340,6 +340,16 @@ class _RayExecutor:
             self._ray.shutdown()
 
 
+def make_executor(workers: int, devices: Optional[Sequence[str]], backend: str, fresh_process: bool,
+                  ray_address: Optional[str], ray_gpus_per_trial: float) -> _Executor:
+    """The executor for these settings: Ray tasks, this process (one worker, no devices) or worker processes."""
+    if backend == "ray":
+        return _RayExecutor(ray_address, ray_gpus_per_trial)
+    if workers == 1 and devices is None:
+        return _InlineExecutor()
+    return _ProcessExecutor(workers, devices, fresh_process)
+
+
 def run_search(
     objective: Callable[[dict[str, Any]], Any],
     strategy: Strategy,
@@ -405,13 +415,7 @@ def run_search(
     if retry:
         log.info("running %d interrupted trial(s) again: %s", len(retry), [t.id for t in retry])
 
-    executor: _Executor
-    if backend == "ray":
-        executor = _RayExecutor(ray_address, ray_gpus_per_trial)
-    elif workers == 1 and devices is None:
-        executor = _InlineExecutor()
-    else:
-        executor = _ProcessExecutor(workers, devices, fresh_process)
+    executor = make_executor(workers, devices, backend, fresh_process, ray_address, ray_gpus_per_trial)
 
     run_dir = str(journal.run_dir)
     next_id = journal.next_trial_id()

@@ -339,13 +339,15 @@ def skopt_dimension(dim: Dimension) -> SkoptDimension:
 
 BAYES_ACQ_FUNCS = ("gp_hedge", "EI", "LCB", "PI")
 BAYES_LIARS = ("cl_min", "cl_mean", "cl_max")
+#: Random points before the GP: one default for `bench search`, `bench replay` and the Python API.
+BAYES_N_INITIAL_POINTS = 5
 
 
 class BayesStrategy(Strategy):
     """Gaussian-process Bayesian optimisation with scikit-optimize's ``Optimizer``.
 
     skopt minimises, so it is told ``-value``. Options: ``acq_func`` (gp_hedge, EI, LCB, PI),
-    ``n_initial_points`` (random points before the GP is used), ``base_estimator`` (default
+    ``n_initial_points`` (random points before the GP is used; 5), ``base_estimator`` (default
     ``"GP"``), ``liar`` (constant-liar strategy for parallel asks: cl_min, cl_mean, cl_max),
     ``max_retries`` (re-asks after a repeated proposal before falling back to a random
     unevaluated point), ``n_candidates`` (random points scored by the acquisition function on a
@@ -366,7 +368,7 @@ class BayesStrategy(Strategy):
         *,
         seed: int = 0,
         acq_func: str = "gp_hedge",
-        n_initial_points: int = 10,
+        n_initial_points: int = BAYES_N_INITIAL_POINTS,
         base_estimator: str = "GP",
         liar: str = "cl_min",
         max_retries: int = 5,

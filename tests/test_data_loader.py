@@ -205,8 +205,8 @@ def test_loader_skips_and_reports_unreadable_images(small_samples, tmp_path, cap
     for _ in range(2):  # a second epoch must not duplicate the report entries or the warnings
         xs, ys = _collect(loader)
         assert sum(len(y) for y in ys) == len(samples) - 2
-    assert sorted(p for p, _ in report.skipped) == sorted(bad)
-    assert dict(report.skipped)[bad[1]].startswith("truncated JPEG")
+    assert sorted(p for p, _, _ in report.skipped) == sorted(bad)
+    assert {p: r for p, r, _ in report.skipped}[bad[1]].startswith("truncated JPEG")
     assert sum("skipping unreadable image" in r.getMessage() for r in caplog.records) == 2
 
 
@@ -215,7 +215,7 @@ def test_loader_all_bad_batch_is_skipped(tmp_path):
     p.write_bytes(b"junk")
     loader = DataLoader([Sample(str(p), 0)] * 3, EvalTransform(PreprocessSpec.for_crop(8)), batch_size=2, shuffle=False)
     assert _collect(loader) == ([], [])
-    assert loader.report.skipped == [(str(p), "not a decodable image (OpenCV could not read 4 bytes)")]
+    assert loader.report.skipped == [(str(p), "not a decodable image (OpenCV could not read 4 bytes)", "")]
 
 
 def test_loader_strict_raises_naming_the_file(small_samples, tmp_path):

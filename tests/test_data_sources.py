@@ -107,7 +107,7 @@ def test_folder_reports_empty_files_and_strict_raises(image_folder_dataset):
     empty = root / "train" / "b" / "999.jpg"
     empty.write_bytes(b"")
     ds = load_dataset("folder", root)
-    assert [(p, r) for p, r in ds.report.skipped] == [(str(empty), "empty file")]
+    assert ds.report.skipped == [(str(empty), "empty file", "train")]
     assert str(empty) not in _all_paths(ds)
     with pytest.raises(DatasetError, match="999.jpg: empty file"):
         load_dataset("folder", root, strict=True)
@@ -362,7 +362,7 @@ def test_report_write_roundtrip(image_folder_dataset, tmp_path):
     out = ds.report.write(tmp_path / "out" / "data_report.json")
     data = json.loads(out.read_text())
     assert data["counts"]["train"] == 27 and data["val_carved"] is True
-    assert data["skipped"] == [{"path": "/x.jpg", "reason": "empty file"}]
+    assert data["skipped"] == [{"path": "/x.jpg", "reason": "empty file", "split": ""}]
     assert not ds.report.add_skipped("/x.jpg", "again")
 
 
@@ -384,7 +384,7 @@ def test_report_add_skipped_is_thread_safe():
         t.start()
     for t in threads:
         t.join()
-    assert sorted(p for p, _ in report.skipped) == sorted(f"/img/{i}.jpg" for i in range(50))
+    assert sorted(p for p, _, _ in report.skipped) == sorted(f"/img/{i}.jpg" for i in range(50))
 
 
 @pytest.mark.parametrize("empty", ["train", "test", "val"])

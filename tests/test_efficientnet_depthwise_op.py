@@ -147,3 +147,26 @@ def test_train_speed_command_reports_both_columns(ops, capsys):
     assert results["paddle"]["median"] > 0 and results["custom"]["median"] > 0
     assert results["speedup"] == pytest.approx(results["custom"]["median"] / results["paddle"]["median"])
     assert payload["environment"]["paddle"] == paddle.__version__
+
+
+def test_building_the_op_keeps_stdout_clean(monkeypatch, tmp_path, capfd):
+    # Paddle's builder prints its progress to stdout; `bench ... --json` keeps stdout for results.
+    import os
+    import types
+
+    import paddle.utils.cpp_extension as cpp_extension
+
+    def fake_load(**kwargs):
+        print("Compiling user custom op, it will cost a few seconds.....")
+        os.write(1, b"compiler output on the descriptor\n")
+        return types.SimpleNamespace(name=kwargs["name"])
+
+    monkeypatch.setattr(cpp_extension, "load", fake_load)
+    monkeypatch.setattr(paddle_ops, "_state", {"module": None, "tried": False, "error": None})
+    monkeypatch.setenv(paddle_ops.OPS_DIR_ENV, str(tmp_path / "ops"))
+    module = paddle_ops.load_ops()
+    print("result")
+    out, err = capfd.readouterr()
+    assert module.name == paddle_ops._LIB_NAME
+    assert out == "result\n"
+    assert "Compiling user custom op" in err and "compiler output on the descriptor" in err

@@ -230,3 +230,45 @@ def test_compare_logits_treats_only_near_ties_as_ties():
     assert tol == pytest.approx(1e-3 + 1e-4 * 10.0)
     assert agree == 0 and ties == 1 and bad == [0]
 
+
+
+@pytest.mark.parametrize("fast", ["1", "0"])
+def test_checkpoints_exported_in_turn_each_get_their_own_weights(tmp_path, monkeypatch, fast):
+    # A search exports one checkpoint per trial in one process; the traced layer is reused
+    # across them (TLBENCH_FAST_TRIALS=1) and must carry each checkpoint's weights.
+    from harness import export as export_mod
+    from harness.predictor import Predictor, PredictorOptions
+
+    monkeypatch.setenv("TLBENCH_FAST_TRIALS", fast)
+    monkeypatch.setattr(export_mod, "_TRACED", export_mod.OrderedDict())
+    runs = [make_run_dir(tmp_path / f"r{i}", seed=seed) for i, seed in enumerate((11, 12, 11))]
+    x = np.random.default_rng(4).standard_normal((3, 3, IMAGE_SIZE, IMAGE_SIZE)).astype(np.float32)
+    plain = PredictorOptions(backend="cpu-plain")
+    outputs = []
+    for i, run in enumerate(runs):
+        exported = export(run, tmp_path / f"e{i}")
+        with paddle.no_grad():
+            reference = dygraph_model(run)(paddle.to_tensor(x)).numpy()
+        got = Predictor(exported, plain).predict(x)
+        np.testing.assert_allclose(got, reference, rtol=1e-4, atol=1e-4)
+        outputs.append(got)
+    assert not np.allclose(outputs[0], outputs[1])  # different checkpoints, different logits
+    np.testing.assert_allclose(outputs[0], outputs[2], rtol=1e-5, atol=1e-5)
+    assert len(export_mod._TRACED) == (1 if fast == "1" else 0)
+
+
+def test_export_with_predictor_returns_the_parity_predictor_of_the_published_export(run_dir, tmp_path):
+    from harness.export import export_with_predictor
+    from harness.predictor import Predictor, PredictorOptions
+
+    options = PredictorOptions(backend="cpu", batch_size=4)
+    exported, predictor = export_with_predictor(run_dir, tmp_path / "scored", options)
+    assert predictor.model.model_dir == exported.model_dir == tmp_path / "scored"
+    assert predictor.options == options
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # staging renamed away
+    x = np.random.default_rng(5).standard_normal((5, 3, IMAGE_SIZE, IMAGE_SIZE)).astype(np.float32)
+    np.testing.assert_allclose(predictor.predict(x), Predictor(exported, options).predict(x), rtol=1e-5, atol=1e-5)
+    # Another backend than the parity check's: a predictor of its own, built after the export.
+    plain = PredictorOptions(backend="cpu-plain", batch_size=4)
+    exported2, predictor2 = export_with_predictor(run_dir, tmp_path / "plain", plain)
+    assert predictor2.options == plain and predictor2.model.model_dir == exported2.model_dir

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -126,3 +127,26 @@ def test_plain_http_weights_are_refused_except_from_this_machine(tmp_path, monke
         except Exception:  # the stubbed fetch writes no file; only the refusal matters here
             pass
     assert fetched == ["http://127.0.0.1:8000/a.pdparams", "http://localhost/b.pdparams", "https://host.example/c.pdparams"]
+
+
+# Written by paddlepaddle 2.6.2 (Python 3.11, CPU wheel) in a throwaway venv with
+#   model = Sequential(Linear(3, 2), BatchNorm1D(2)); Momentum(0.9, L2Decay(1e-4), cosine lr) after one step
+#   paddle.save(model.state_dict(), "paddle26_tiny.pdparams"); paddle.save(opt.state_dict(), "paddle26_tiny.pdopt")
+# and the expected arrays with np.savez (read here without pickle).
+PADDLE26 = Path(__file__).parent / "data"
+
+
+def test_files_written_by_paddle_2_6_read_back():
+    state = read_paddle_state(PADDLE26 / "paddle26_tiny.pdparams")
+    with np.load(PADDLE26 / "paddle26_tiny_expected.npz", allow_pickle=False) as expected:
+        assert sorted(state) == sorted(expected.files)
+        for key in expected.files:
+            assert state[key].dtype == expected[key].dtype
+            np.testing.assert_array_equal(state[key], expected[key])
+    opt = read_paddle_state(PADDLE26 / "paddle26_tiny.pdopt")
+    velocities = sorted(k for k in opt if k.endswith("_velocity_0"))
+    assert velocities == ["batch_norm1d_0.b_0_velocity_0", "batch_norm1d_0.w_0_velocity_0",
+                          "linear_0.b_0_velocity_0", "linear_0.w_0_velocity_0"]
+    assert opt["linear_0.w_0_velocity_0"].shape == (3, 2) and np.abs(opt["linear_0.w_0_velocity_0"]).sum() > 0
+    # cosine from 0.1 over 10 steps, after one step: 0.05 * (1 + cos(pi / 10))
+    assert opt["LR_Scheduler"] == {"last_epoch": 1, "last_lr": pytest.approx(0.05 * (1 + np.cos(np.pi / 10)), rel=1e-6)}

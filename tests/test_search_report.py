@@ -39,19 +39,24 @@ def test_report_files_and_the_seeds_table(runs, tmp_path):
         assert (tmp_path / name).stat().st_size > 0, name
     on_disk = json.loads((tmp_path / REPORT_JSON).read_text())
     assert on_disk["seed_table"] == report["seed_table"]
-    (row,) = report["seed_table"]
+    (table,) = report["seed_table"]
     fixed, grid, bayes = report["runs"]
-    assert row["fixed"] == pytest.approx(analytic_value({"lr": 0.003, "l2_decay": 1e-4}))
-    assert row["grid"] == pytest.approx(0.91) == grid["best"]["value"]
-    assert row["bayes"] == bayes["best"]["value"] and row["bayes_trials"] == 5
-    assert row["grid_time_s"] == pytest.approx(sum(t["timings"]["trial_s"] for t in grid["trials"]))
+    entries = table["entries"]
+    assert table["dataset"] == "demo"
+    assert entries["fixed"][0]["val"] == pytest.approx(analytic_value({"lr": 0.003, "l2_decay": 1e-4}))
+    assert entries["grid"][0]["val"] == pytest.approx(0.91) == grid["best"]["value"]
+    assert entries["bayes"][0]["val"] == bayes["best"]["value"] and entries["bayes"][0]["trials"] == 5
+    assert entries["grid"][0]["trials"] == 195 and entries["grid"][0]["test_top1"] is None
+    # Bayes ran grid points: its cost at the grid's recorded trial times is known.
+    assert entries["bayes"][0]["grid_time_s"] is not None
     assert grid["counts"] == {"RUNNING": 0, "COMPLETE": 195, "FAILED": 1, "PRUNED": 0}
     # Effects: one row per level, means computed over the complete trials of that level.
     lr_rows = {r["level"]: r for r in grid["effects"]["lr"]}
     assert sorted(lr_rows) == [0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1]
     assert lr_rows[0.01]["n"] == 28 and lr_rows[0.01]["max"] == pytest.approx(0.91)
     md = (tmp_path / REPORT_MD).read_text()
-    assert "| Dataset | Fixed (%) | Grid search (%) | Grid search time | Bayesian search (%) | Bayesian search time |" in md
+    assert "## The seed's table: demo" in md and "| Grid search (195 trials) | 91.00 |" in md
+    assert "| Bayesian search time |" in md and "| Fixed scheme |" in md
     assert "91.00" in md and "![convergence](convergence.png)" in md and "RuntimeError: synthetic failure" in md
 
 

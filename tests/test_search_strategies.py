@@ -345,3 +345,19 @@ def test_random_and_bayes_fallback_sample_a_space_too_large_to_enumerate():
     taken = {point_key(p) for p in asked}
     fallback = bayes._random_free(taken)
     assert fallback is not None and point_key(fallback) not in taken and space.validate(fallback) == fallback
+
+
+def test_bayes_defaults_are_the_search_commands():
+    # `bench replay --strategies bayes` must replay what `bench search --strategy bayes` runs.
+    from bench.commands.search import SEARCH_DEFAULTS
+
+    live = make_strategy("bayes", default_space(), seed=3, acq_func=SEARCH_DEFAULTS["acq_func"],
+                         n_initial_points=SEARCH_DEFAULTS["n_initial_points"])
+    replayed = make_strategy("bayes", default_space(), seed=3)
+    from search.analytic import analytic_value
+
+    for _ in range(SEARCH_DEFAULTS["n_initial_points"] + 3):  # past the random start, into the GP's proposals
+        a, b = live.ask(), replayed.ask()
+        assert a == b
+        live.tell(a, analytic_value(a))
+        replayed.tell(b, analytic_value(b))

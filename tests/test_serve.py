@@ -235,7 +235,8 @@ def test_health_and_metadata(server, exported):
     assert meta["preprocess"]["resize_short"] == exported.preprocess.resize_short
     assert meta["predictor"]["backend"] == "cpu"
     assert meta["batching"]["max_batch"] == MAX_BATCH and meta["batching"]["max_wait_ms"] == 100
-    assert meta["limits"] == {"max_bytes": MAX_BYTES, "max_pixels": MAX_PIXELS, "formats": ["image/jpeg", "image/png"]}
+    assert meta["limits"] == {"max_bytes": MAX_BYTES, "max_pixels": MAX_PIXELS, "formats": ["image/jpeg", "image/png"],
+                              "max_decode_bytes": 2**30, "max_inflight_bytes": 256 * 2**20, "body_timeout_s": 10.0}
     assert httpx.get(server + "/nowhere").status_code == 404
 
 
@@ -295,7 +296,7 @@ class _BlockingPredictor:
         return np.stack([[m, 1.0 - m] for m in batch.reshape(len(batch), -1).mean(axis=1)]).astype(np.float32)
 
 
-def test_overload_is_refused_before_the_body_is_read_and_only_small_tensors_queue():
+def test_overload_is_refused_before_the_body_is_decoded_and_only_small_tensors_queue():
     import threading
 
     from fastapi.testclient import TestClient
@@ -322,7 +323,7 @@ def test_overload_is_refused_before_the_body_is_read_and_only_small_tensors_queu
                     assert time.monotonic() < deadline, ("the requests never reached inference and the queue",
                                                          predictor.batches, app.state.batcher.queue_depth, responses)
                     time.sleep(0.01)
-            # A third is refused before its body is even looked at (text would otherwise be a 415).
+            # A third is refused before its body is decoded or even checked (text would otherwise be a 415).
             busy = client.post("/predict", content=b"not an image at all")
         finally:
             predictor.release.set()  # never leave the inference thread blocked, whatever failed

@@ -44,3 +44,9 @@ def test_trial_speed_runs_both_searches(image_folder_dataset, tmp_path, capsys):
     assert result["baseline"].endswith("TLBENCH_FAST_TRIALS=0")
     assert "cpu_model" in result["environment"] and "cpu_flags" in result["environment"]
     assert json.loads((out / "trial_speed.json").read_text())["rows"] == result["rows"]
+    # Each side ran its untimed one-step warm-up search first; only the timed searches are paired.
+    assert result["warm_up"] is True
+    for label in ("baseline", "new"):
+        warm = json.loads((out / f"{label}-warm-up" / "search.json").read_text())
+        assert warm["strategy"] == "fixed" and warm["extra"]["base_config"]["max_steps_per_epoch"] == 1
+        assert set(result["searches"][label]["trials"]) == {'{"lr": 0.003}'}

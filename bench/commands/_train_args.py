@@ -16,7 +16,7 @@ from ._args import add_dataset_arguments
 _FIELDS = [
     "dataset", "data_root", "train_list", "val_list", "test_list", "model", "pretrained", "lr", "l2_decay",
     "label_smoothing", "mixup", "mixup_alpha", "epochs", "batch_size", "image_size", "resize_short", "crop_scale_min",
-    "warmup_epochs", "schedule", "momentum", "freeze", "max_steps_per_epoch", "val_fraction", "seed",
+    "warmup_epochs", "schedule", "momentum", "freeze", "max_steps_per_epoch", "val_fraction", "test_fraction", "seed",
     "device", "amp", "workers", "threads", "strict_data", "download", "out_dir", "run_name",
 ]
 
@@ -31,6 +31,8 @@ def add_train_arguments(parser: argparse.ArgumentParser, *, search: bool = False
     g.add_argument("--download", action=argparse.BooleanOptionalAction, default=None,
                    help="download the official archives (flowers102, pets, dtd, aircraft, food101) if missing")
     g.add_argument("--val-fraction", type=float, help="share of train carved out as val when the dataset has none (0.1)")
+    g.add_argument("--test-fraction", type=float,
+                   help="share of each class carved out as test from flat class folders, --data-root/<class>/*.jpg (0.1)")
     g.add_argument("--strict-data", action=argparse.BooleanOptionalAction, default=None,
                    help="stop at the first unreadable image instead of skipping and reporting it")
     g.add_argument("--data-workers", dest="workers", type=int, help="data loading threads (2)")

@@ -21,11 +21,12 @@ def add_predictor_arguments(parser: argparse.ArgumentParser, *, batch_size: int 
     parser.add_argument("--backend", default="cpu", choices=("cpu", "cpu-plain", "gpu", "trt"),
                         help="cpu = oneDNN, cpu-plain = Paddle's native CPU kernels, gpu = CUDA, trt = TensorRT")
     parser.add_argument("--precision", default=None, choices=("fp32", "fp16", "bf16", "int8"),
-                        help="fp32 everywhere; bf16 on CPUs with AVX512-BF16; fp16 on gpu/trt; int8 on trt, and on cpu "
-                             "for int8 exports (default: int8 for an int8 export, else fp32)")
+                        help="fp32 everywhere; bf16 on CPUs with AVX512-BF16; fp16 on gpu/trt; int8 on cpu and trt for int8 "
+                             "exports (bench export --precision int8) (default: int8 for an int8 export, else fp32)")
     parser.add_argument("--batch-size", type=int, default=batch_size, help=f"images per predictor call (default {batch_size})")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads of the predictor (default: all cores)")
-    parser.add_argument("--gpu-id", type=int, default=0, help="GPU index for gpu/trt")
+    parser.add_argument("--gpu-id", type=int, default=0,
+                        help="GPU index for gpu/trt (trt on an inference.json model converts on GPU 0: choose the GPU with CUDA_VISIBLE_DEVICES)")
     parser.add_argument("--trt-cache-dir", default=None, help="where TensorRT engines are cached (default: <model>/_trt_cache)")
 
 
@@ -50,24 +51,6 @@ def predictor_options(args: argparse.Namespace, **extra):
         backend=args.backend, precision=args.precision, batch_size=args.batch_size, threads=args.threads,
         gpu_id=args.gpu_id, trt_cache_dir=args.trt_cache_dir, **extra,
     )
-
-
-def calibration_images(args: argparse.Namespace, splits, count: int = 16) -> list:
-    """A few training images for TensorRT int8 calibration (read only for --backend trt --precision int8)."""
-    if args.precision != "int8" or args.backend != "trt":
-        return []
-    from harness.data import read_image_rgb
-    from common.errors import ImageDecodeError
-
-    images = []
-    for sample in splits.train:
-        try:
-            images.append(read_image_rgb(sample.path))
-        except ImageDecodeError:
-            continue
-        if len(images) >= count:
-            break
-    return images
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -100,24 +83,36 @@ def run(args: argparse.Namespace) -> int:
     from harness.artifact import ExportedModel
 
     hyper = (ExportedModel.load(args.model).manifest or {}).get("hyperparameters", {})
+    # Flat class folders are carved with the training run's test fraction when it is the same folder.
+    same_root = bool(args.data_root and hyper.get("data_root")
+                     and Path(args.data_root).resolve() == Path(hyper["data_root"]).resolve())
     splits = load_dataset(args.dataset, args.data_root, train_list=args.train_list, val_list=args.val_list,
                           test_list=args.test_list, val_fraction=hyper.get("val_fraction", 0.1),
+                          test_fraction=hyper.get("test_fraction") if same_root else None,
                           seed=hyper.get("split_seed", 0))
     samples = list(splits.split(args.split))
     if args.limit:
         samples = samples[: args.limit]
     if not samples:
         raise ConfigError(f"split {args.split!r} of dataset {args.dataset!r} is empty")
-    predictor = Predictor(args.model, predictor_options(args, calibration_images=calibration_images(args, splits)))
+    predictor = Predictor(args.model, predictor_options(args))
     model_classes = predictor.model.classes
     if model_classes is not None and tuple(model_classes) != tuple(splits.classes):
         raise ConfigError(
             f"the model's classes ({len(model_classes)}: {', '.join(model_classes[:4])}, ...) differ from dataset "
             f"{args.dataset!r} ({len(splits.classes)}: {', '.join(splits.classes[:4])}, ...); labels would not match"
         )
+    if model_classes is None and predictor.num_outputs != len(splits.classes):
+        raise ConfigError(
+            f"the model outputs {predictor.num_outputs} class scores but dataset {args.dataset!r} has "
+            f"{len(splits.classes)} classes; labels would not match"
+        )
     result = evaluate(predictor, samples, splits.classes, batch_size=args.batch_size, workers=args.workers)
     record = {"model": str(args.model), "dataset": args.dataset, "data_root": args.data_root, "split": args.split,
-              "metric": splits.metric, "predictor": predictor.describe(), **result.to_dict()}
+              "metric": splits.metric, "integrity": predictor.model.integrity,
+              "predictor": predictor.describe(), **result.to_dict(),
+              # Files of this split that load_dataset dropped (missing, empty, not an image) before evaluation.
+              "dropped_at_load": splits.report.skipped_in(args.split)}
     out_dir = Path(args.out_dir) if args.out_dir else Path(args.model)
     out_dir.mkdir(parents=True, exist_ok=True)
     out_path = out_dir / EVAL_FILE
@@ -139,7 +134,8 @@ def run(args: argparse.Namespace) -> int:
         ("top-1", f"{result.top1:.4f}"),
         ("top-5", f"{result.top5:.4f}"),
         ("mean per-class", f"{result.mean_per_class:.4f}"),
-        ("images", f"{result.num_images}" + (f" ({result.num_skipped} skipped)" if result.num_skipped else "")),
+        ("images", f"{result.num_images}" + (f" ({result.num_skipped} skipped)" if result.num_skipped else "")
+         + (f" ({len(record['dropped_at_load'])} dropped at load)" if record["dropped_at_load"] else "")),
         ("img/s (end to end)", f"{result.images_per_sec:.1f}"),
         ("batch latency p50 / p90 / p99 ms", f"{lat['p50_ms']:.1f} / {lat['p90_ms']:.1f} / {lat['p99_ms']:.1f}"),
         ("inference waited for input", f"{result.input_wait_s:.2f} s of {result.wall_s:.2f} s"),

@@ -9,7 +9,8 @@ from pathlib import Path
 from common.validate import at_least
 
 NAME = "replay"
-HELP = "trials each strategy needs to come within X points of a finished grid search's best (replayed)"
+HELP = ("cost (trials, or full-trial equivalents for asha/bohb) each strategy needs to come within X points of a "
+        "finished grid search's best (replayed)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,11 +18,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("journal", metavar="RUN_DIR_OR_JOURNAL", help="finished search run directory (or its journal.jsonl)")
     parser.add_argument("--strategies", nargs="+", default=["random", "bayes"], metavar="SPEC",
                         help="strategies to compare, each NAME[:key=value,...], e.g. bayes:acq_func=EI,n_initial_points=5 "
-                             "(default: random bayes)")
+                             "or asha:min_epochs=2,eta=2 or bohb (multi-fidelity: lower rungs are read from each trial's "
+                             "per-epoch history) (default: random bayes)")
     parser.add_argument("--seeds", type=int, default=50, help="seeds per strategy (default 50)")
     parser.add_argument("--within", type=float, default=0.4,
-                        help="target: within this many accuracy points (percent) of the journal's best; values in [0, 1] "
-                             "are fractions, so 0.4 means 0.004 (default 0.4)")
+                        help="target: within this many accuracy points (percent) of the journal's best; when the "
+                             "journal's values are fractions in [0, 1], 0.4 means 0.004 (default 0.4)")
     parser.add_argument("--max-trials", type=int, default=None, help="give up after this many trials (default: grid size)")
     parser.add_argument("--budgets", type=int, nargs="+", default=[8, 12, 20], metavar="N",
                         help="report the share of seeds within each of these many trials (default 8 12 20); the "
@@ -62,16 +64,16 @@ def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     scale = 100.0 if fractions else 1.0
-    table = Table(title=f"Trials to come within {args.within:g} points of the best "
+    table = Table(title=f"Cost in full-trial equivalents (FTE = epochs / max epochs) to come within {args.within:g} points of the best "
                         f"({result['best'] * scale:.2f}) of {result['journal']}, {args.seeds} seeds")
     budgets = [str(b) for b in result["budgets"]]
-    for column in ("strategy", "median trials (FTE)", "IQR (q1-q3)", "reached", *(f"within {b}" for b in budgets),
-                   "median search time"):
+    for column in ("strategy", "median FTE", "IQR (q1-q3)", "median trials", "reached",
+                   *(f"within {b} FTE" for b in budgets), "median search time"):
         table.add_column(column)
     for row in result["strategies"]:
         time_s = row["median_time_s"]
-        table.add_row(row["label"], f"{row['median']:.1f}", f"{row['iqr']:.1f} ({row['q1']:.1f}-{row['q3']:.1f})",
-                      f"{row['reached']}/{args.seeds}", *(f"{row['reached_share'][b]:.0%}" for b in budgets),
+        table.add_row(row["label"], f"{row['median_fte']:.1f}", f"{row['iqr']:.1f} ({row['q1']:.1f}-{row['q3']:.1f})",
+                      f"{row['median_trials']:.1f}", f"{row['reached']}/{args.seeds}", *(f"{row['reached_share'][b]:.0%}" for b in budgets),
                       "-" if time_s is None else f"{time_s / 60:.1f} min")
     Console().print(table)
     if result.get("missing_points"):

@@ -8,12 +8,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from common.errors import ConfigError
+from common.errors import ConfigError, Terminated
+from search.strategies import BAYES_N_INITIAL_POINTS
 
 from ._train_args import add_train_arguments, train_config_from_args
 
 NAME = "search"
-HELP = "hyperparameter search (fixed, grid, random, bayes, bit) scored on exported models"
+HELP = "hyperparameter search (fixed, grid, random, bayes, bit, asha, bohb) scored on exported models"
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +22,9 @@ log = logging.getLogger(__name__)
 # Flags that define a search. Their defaults apply to a new search; a resumed search takes them
 # from its search.json, so on --resume they must not be given.
 SEARCH_DEFAULTS: dict[str, Any] = {
-    "strategy": "bayes", "space": None, "search_seed": 0, "acq_func": "gp_hedge", "n_initial_points": 5,
+    "strategy": "bayes", "space": None, "search_seed": 0, "acq_func": "gp_hedge",
+    "n_initial_points": BAYES_N_INITIAL_POINTS,
+    "min_epochs": 1, "eta": 2,
     "bit_budget": "rule", "replay": None, "name": None, "eval_backend": "cpu", "eval_precision": "fp32", "eval_batch_size": 16,
     "latency_seconds": 1.0, "latency_batch": 1, "export_dir": None, "retrain_full": None,
 }
@@ -29,9 +32,14 @@ SEARCH_DEFAULTS: dict[str, Any] = {
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("search")
-    g.add_argument("--strategy", choices=["fixed", "grid", "random", "bayes", "bit"], help="search strategy (bayes)")
+    g.add_argument("--strategy", choices=["fixed", "grid", "random", "bayes", "bit", "asha", "bohb"],
+                   help="search strategy (bayes); asha and bohb are multi-fidelity: trials start with --min-epochs "
+                        "and the best continue from their checkpoints to --epochs")
     g.add_argument("--trials", metavar="N", type=int,
-                   help="finished trials wanted in all (default: 20 for random/bayes, every point for grid)")
+                   help="finished trials wanted in all (default: 20 for random/bayes, every point for grid); for "
+                        "asha/bohb the configurations to start (default 40)")
+    g.add_argument("--min-epochs", type=int, help="asha/bohb: epochs of the lowest rung (1)")
+    g.add_argument("--eta", type=int, help="asha/bohb: reduction factor; rungs are min-epochs x eta^k up to --epochs (2)")
     g.add_argument("--space", help="YAML file that adds or changes search dimensions")
     g.add_argument("--search-seed", type=int, help="seed of the strategy (0)")
     g.add_argument("--acq-func", choices=["gp_hedge", "EI", "LCB", "PI"], help="bayes acquisition function (gp_hedge)")
@@ -118,6 +126,8 @@ def run(args: argparse.Namespace) -> int:
 
     from harness.config import TrainConfig
     from search import Journal, SearchExistsError, load_meta, run_search, strategy_for
+    from search.mf_runner import multi_fidelity_strategy_for, run_multi_fidelity_search
+    from search.multifidelity import is_multi_fidelity
 
     from bench.pipeline.finalize import finalize_best, occupied
     from bench.pipeline.presets import bit_columns, bit_summary
@@ -166,10 +176,13 @@ def run(args: argparse.Namespace) -> int:
         table = _trial_table(trials, metric, space_names)
         return Group(table, status["running"]) if status["running"] else table
 
+    terminated: list = []
+
     def on_sigterm(signum, frame):
         # kill, timeout, Slurm and Kubernetes stop jobs with SIGTERM: take the Ctrl-C path,
         # which stops the workers and leaves the journal ready for --resume.
-        raise KeyboardInterrupt
+        terminated.append(signum)
+        raise Terminated()
 
     previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
@@ -183,8 +196,11 @@ def run(args: argparse.Namespace) -> int:
                 status["running"] = ""
                 live.update(render())
 
-            result = run_search(
-                objective, strategy_for(journal.meta), journal, n_trials=n_trials,
+            runner, strategy = run_search, None
+            if is_multi_fidelity(journal.meta.strategy):
+                runner, strategy = run_multi_fidelity_search, multi_fidelity_strategy_for(journal.meta)
+            result = runner(
+                objective, strategy or strategy_for(journal.meta), journal, n_trials=n_trials,
                 workers=args.search_workers, devices=devices, backend="ray" if args.ray else "process",
                 ray_address=args.ray, on_trial_start=on_start, on_trial_end=on_end,
             )
@@ -192,8 +208,9 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, previous)
     console.print()
     if result.interrupted:
-        console.print(f"[yellow]interrupted[/yellow]; resume with: bench search --resume {result.run_dir}")
-        return 130
+        console.print(f"[yellow]{'terminated' if terminated else 'interrupted'}[/yellow]; resume with: "
+                      f"bench search --resume {result.run_dir}")
+        return 143 if terminated else 130
     best = result.best
     summary: dict[str, Any] = {"run_dir": str(run_dir), "strategy": meta.strategy,
                                "trials": len(result.trials), "best": None}

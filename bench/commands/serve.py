@@ -15,8 +15,8 @@ log = logging.getLogger(__name__)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``bench serve``."""
     from bench.serve.batcher import DEFAULT_MAX_QUEUE
-    from bench.serve.request_body import DEFAULT_MAX_BYTES
-    from bench.serve.uploads import DEFAULT_MAX_PIXELS
+    from bench.serve.request_body import DEFAULT_BODY_TIMEOUT_S, DEFAULT_MAX_BYTES, DEFAULT_MAX_INFLIGHT_BYTES
+    from bench.serve.uploads import DEFAULT_MAX_DECODE_BYTES, DEFAULT_MAX_PIXELS
 
     parser.add_argument("--model", required=True, help="export directory (exported_models/X) or a PaddleClas inference dir")
     parser.add_argument("--host", default="127.0.0.1",
@@ -31,6 +31,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"largest accepted upload in bytes (default {DEFAULT_MAX_BYTES})")
     parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                         help=f"largest accepted image, width*height from its header (default {DEFAULT_MAX_PIXELS})")
+    parser.add_argument("--body-timeout", type=float, default=DEFAULT_BODY_TIMEOUT_S, metavar="SECONDS",
+                        help=f"time a client has to send its whole upload; slower ones get 408 (default {DEFAULT_BODY_TIMEOUT_S:g})")
+    parser.add_argument("--max-inflight-bytes", type=int, default=DEFAULT_MAX_INFLIGHT_BYTES,
+                        help="upload bytes held at once over all requests; beyond it a request gets 503 "
+                             f"(default {DEFAULT_MAX_INFLIGHT_BYTES})")
+    parser.add_argument("--max-decode-mb", type=int, default=DEFAULT_MAX_DECODE_BYTES // 2**20,
+                        help="memory decoding one image may take, from its header (pixels x channels x bit depth); "
+                             f"beyond it 413 (default {DEFAULT_MAX_DECODE_BYTES // 2**20})")
+    parser.add_argument("--full-decode", action="store_true",
+                        help="decode every JPEG at full size (default: JPEGs over 4 MP and 4x the model's resize are "
+                             "decoded at 1/2, 1/4 or 1/8 size in the DCT domain)")
     parser.add_argument("--topk", type=int, default=5, help="classes per answer unless ?topk= says otherwise (default 5)")
     parser.add_argument("--backend", default="cpu", choices=("cpu", "cpu-plain", "gpu", "trt"),
                         help="predictor backend (default cpu = oneDNN)")
@@ -55,7 +66,9 @@ def run(args: argparse.Namespace) -> int:
     resolve_precision(args)
     settings = ServerSettings(
         max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_bytes=args.max_bytes, max_pixels=args.max_pixels,
-        max_queue=args.max_queue, default_topk=args.topk,
+        max_queue=args.max_queue, default_topk=args.topk, body_timeout_s=args.body_timeout,
+        max_inflight_bytes=args.max_inflight_bytes, max_decode_bytes=args.max_decode_mb * 2**20,
+        full_decode=args.full_decode,
     )
     try:
         loopback = ipaddress.ip_address(args.host).is_loopback

@@ -21,21 +21,27 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from harness.train import fine_tune
+    from harness.train import fine_tune, load_splits
 
     console = Console(stderr=True)
+    # The dataset is listed and every file checked before anything is drawn, so a data error
+    # is one line, not a line under an empty progress bar.
+    splits = load_splits(cfg)
     with Progress(
         TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
         TextColumn("loss {task.fields[loss]:.4f}  lr {task.fields[lr]:.2e}  {task.fields[ips]:.1f} img/s"),
         TimeElapsedColumn(), console=console, transient=False, disable=args.json,
     ) as progress:
-        task = progress.add_task("train", total=None, epoch="-", loss=float("nan"), lr=cfg.lr, ips=0.0)
+        tasks: list = []  # the bar appears with the first training step (the model is built and loaded by then)
 
         def on_step(info) -> None:
-            progress.update(task, total=info.steps_per_epoch, completed=info.step + 1,
+            if not tasks:
+                tasks.append(progress.add_task("train", total=info.steps_per_epoch, epoch="-", loss=info.loss,
+                                               lr=info.lr, ips=0.0))
+            progress.update(tasks[0], total=info.steps_per_epoch, completed=info.step + 1,
                             epoch=f"{info.epoch + 1}/{cfg.epochs}", loss=info.loss, lr=info.lr, ips=info.images_per_s)
 
-        result = fine_tune(cfg, on_step=on_step)  # per-epoch metrics are logged by fine_tune
+        result = fine_tune(cfg, on_step=on_step, splits=splits)  # per-epoch metrics are logged by fine_tune
     summary = {"run_dir": result.run_dir, "checkpoint": result.checkpoint, "metric": result.metric,
                "val": result.val_metrics, "skipped_images": len(result.data_report.get("skipped", []))}
     if args.json:

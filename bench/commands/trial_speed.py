@@ -24,10 +24,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="corners: lr {0.1, 0.0001} x mixup {on, off}; fixed: lr 0.003 only (corners)")
     parser.add_argument("--recipe", choices=["reference", "none"], default="reference",
                         help="reference: Lite0 from ImageNet weights, 96 px, 8 epochs, --freeze 4, --val-fraction "
-                             "0.2; none: only the flags after --flags (reference)")
+                             "0.2, no latency measurement; none: only the flags after --flags (reference)")
     parser.add_argument("--flags", nargs=argparse.REMAINDER, default=[],
                         help="further `bench search` flags for both runs, after the recipe's (they win)")
     parser.add_argument("--order", choices=["baseline-first", "new-first"], default="baseline-first")
+    parser.add_argument("--no-warm-up", dest="warm_up", action="store_false",
+                        help="skip the untimed one-step trial per side that builds its native op first")
     parser.add_argument("--out-dir", help="keep both searches and trial_speed.json here (default: a temporary folder)")
     parser.add_argument("--json", action="store_true", help="print the comparison as JSON")
 
@@ -42,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     recipe = (list(REFERENCE_RECIPE) if args.recipe == "reference" else []) + list(args.flags)
     result = compare_trials(TrialSpeedConfig(
         dataset=dataset, data_root=data_root, out_dir=out_dir, points=args.points, recipe=recipe,
-        baseline_bench=args.baseline_bench, order=args.order,
+        baseline_bench=args.baseline_bench, order=args.order, warm_up=args.warm_up,
     ))
     (out_dir / "trial_speed.json").write_text(json.dumps(result, indent=2))
     if args.json:

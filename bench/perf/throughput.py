@@ -316,6 +316,8 @@ def run_throughput(cfg: ThroughputConfig, *, progress: Optional[Callable[[str], 
 
     levels = sorted(set(cfg.concurrency) | ({1} if cfg.run_baseline else set()))
     predictors = {c: make_predictors(model, _predictor_options(cfg, cfg.threads_for(c, cores)), c) for c in levels}
+    # TensorRT: the route, engine count and TensorRT/Paddle versions of what was measured.
+    env.update(getattr(predictors[levels[0]][0], "engine_facts", dict)())
     agreement = None
     if cfg.run_baseline:
         agreement = prediction_agreement(predictors[1][0], jpegs[:AGREEMENT_IMAGES])

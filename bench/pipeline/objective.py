@@ -15,7 +15,8 @@ from typing import Any
 
 from harness.config import TrainConfig
 
-from .scoring import EvalSettings, cached_splits, quantize_for_scoring, score_exported, scoring_predictor
+from .scoring import (EvalSettings, cached_splits, engine_metrics, quantize_for_scoring, score_exported,
+                      scoring_options, scoring_predictor)
 
 log = logging.getLogger(__name__)
 
@@ -34,26 +35,71 @@ class TrialObjective:
     evaluation: EvalSettings = EvalSettings()
 
     def __call__(self, params: dict[str, Any]) -> dict[str, Any]:
-        from harness.export import export
         from harness.train import fine_tune
+
+        cfg, trial_dir = self._trial_config(params)
+        if trial_dir.exists():
+            # Left by an interrupted run of this same trial: it runs again from scratch.
+            shutil.rmtree(trial_dir)
+        splits = cached_splits(cfg)
+        t0 = time.perf_counter()
+        result = fine_tune(cfg, splits=splits)
+        return self._score(result, splits, trial_dir, time.perf_counter() - t0)
+
+    def run_rung(self, params: dict[str, Any], epochs: int, final: bool) -> dict[str, Any]:
+        """One rung of a multi-fidelity search: train ``params`` until ``epochs`` and score it.
+
+        The trial's directory keeps the training state after every epoch, so a promoted trial
+        (or one whose rung was cut by a stop) continues from it; the schedule runs over the full
+        ``epochs`` of the base config. A lower rung is scored with the last epoch's validation
+        (the deployment preprocessing, in dygraph); the top rung (``final``) is exported and
+        scored through the exported model, as every plain trial is.
+        """
+        from harness.results import CHECKPOINT_NAME, TrainResult
+        from harness.train import fine_tune
+
+        cfg, trial_dir = self._trial_config(params)
+        splits = cached_splits(cfg)
+        t0 = time.perf_counter()
+        if final and (trial_dir / CHECKPOINT_NAME).is_file():
+            # Trained in full before a stop cut its scoring: score it again.
+            result = TrainResult.from_run_dir(trial_dir)
+        else:
+            result = fine_tune(cfg, splits=splits, stop_after_epochs=epochs, keep_state=True)
+        train_s = time.perf_counter() - t0
+        if final:
+            return self._score(result, splits, trial_dir, train_s)
+        value = result.history[-1][f"val_{splits.metric}"]
+        metrics = {"metric": splits.metric, "val_top1": result.history[-1].get("val_top1"),
+                   "dygraph_val": value, "train_history": list(result.history)}
+        return {"value": float(value), "metrics": metrics, "timings": {"train_s": train_s}}
+
+    def _trial_config(self, params: dict[str, Any]) -> tuple[TrainConfig, Path]:
         from search import current_trial
 
         ctx = current_trial()
         name = f"trial-{ctx.trial:04d}" if ctx else f"trial-{int(time.time() * 1000)}"
-        trial_dir = Path(self.trials_dir) / name
-        if trial_dir.exists():
-            # Left by an interrupted run of this same trial: it runs again from scratch.
-            shutil.rmtree(trial_dir)
         cfg = self.base.replace(**params).replace(out_dir=str(self.trials_dir), run_name=name)
         if ctx and ctx.device is not None and cfg.device in ("auto", "gpu"):
             # CUDA_VISIBLE_DEVICES already narrows the process to its GPU.
             cfg = cfg.replace(device="gpu")
-        splits = cached_splits(cfg)
+        return cfg, Path(self.trials_dir) / name
 
-        t0 = time.perf_counter()
-        result = fine_tune(cfg, splits=splits)
+    def _score(self, result: Any, splits: Any, trial_dir: Path, train_s: float) -> dict[str, Any]:
+        """Export ``result``, score it on val through the exported model, measure its latency."""
+        from harness.export import export, export_with_predictor
+
         t1 = time.perf_counter()
-        exported = export(result, trial_dir / "exported")
+        for stale in ("exported", "exported-int8"):
+            if (trial_dir / stale).exists():  # left by a stop during an earlier scoring of this trial
+                shutil.rmtree(trial_dir / stale)
+        predictor = None
+        if self.evaluation.int8:
+            exported = export(result, trial_dir / "exported")
+        else:
+            # The parity check's predictor is the scoring predictor when their settings agree.
+            exported, predictor = export_with_predictor(result, trial_dir / "exported",
+                                                        scoring_options(self.evaluation))
         int8: dict[str, Any] = {}
         if self.evaluation.int8:
             # Score the int8 export, keep the float one too.
@@ -64,7 +110,7 @@ class TrialObjective:
             int8 = {"int8_agreement": check.get("agreement"), "float_exported_dir": str(float_dir)}
         t2 = time.perf_counter()
         # One predictor scores val and then measures latency (building one takes 0.5-2 s).
-        predictor = scoring_predictor(exported, self.evaluation)
+        predictor = predictor or scoring_predictor(exported, self.evaluation)
         ev = score_exported(exported, splits.val, splits.classes, self.evaluation, predictor=predictor)
         t3 = time.perf_counter()
         latency: dict[str, Any] = {}
@@ -91,6 +137,7 @@ class TrialObjective:
             # Model-only latency at latency_batch (what bench report plots against accuracy).
             **latency,
             "eval_backend": f"{self.evaluation.backend}/{self.evaluation.precision}",
+            **engine_metrics(predictor),
             "preprocess_backend": ev.preprocess_backend,
             # Unreadable files, counted once even when training and scoring both met them.
             "skipped_images": len({path for path, _ in ev.skipped}
@@ -99,5 +146,5 @@ class TrialObjective:
             **int8,
             "train_history": list(result.history),
         }
-        timings = {"train_s": t1 - t0, "export_s": t2 - t1, "eval_s": t3 - t2, "latency_s": t4 - t3}
+        timings = {"train_s": train_s, "export_s": t2 - t1, "eval_s": t3 - t2, "latency_s": t4 - t3}
         return {"value": float(value), "metrics": metrics, "timings": timings}

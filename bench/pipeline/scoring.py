@@ -18,7 +18,7 @@ def cached_splits(cfg: TrainConfig):
     from harness.train import load_splits
 
     key = (cfg.dataset, cfg.data_root, cfg.train_list, cfg.val_list, cfg.test_list, cfg.val_fraction,
-           cfg.split_seed, cfg.strict_data)
+           cfg.test_fraction, cfg.split_seed, cfg.strict_data)
     if key not in _SPLITS_CACHE:
         _SPLITS_CACHE[key] = load_splits(cfg)
     return _SPLITS_CACHE[key]
@@ -52,14 +52,19 @@ def quantize_for_scoring(result: Any, out_dir: str | Path, *, threads: Optional[
     return quantize_int8(result, out_dir, min_agreement=0.0, threads=threads, splits=splits)
 
 
-def scoring_predictor(exported, settings: EvalSettings):
-    """A predictor of ``exported`` with the scoring backend, precision, batch size and threads."""
-    from harness.predictor import Predictor, PredictorOptions
+def scoring_options(settings: EvalSettings):
+    """PredictorOptions of the scoring backend, precision, batch size and threads."""
+    from harness.predictor import PredictorOptions
 
-    return Predictor(exported, PredictorOptions(
-        backend=settings.backend, precision=settings.precision, batch_size=settings.batch_size,
-        threads=settings.threads,
-    ))
+    return PredictorOptions(backend=settings.backend, precision=settings.precision,
+                            batch_size=settings.batch_size, threads=settings.threads)
+
+
+def scoring_predictor(exported, settings: EvalSettings):
+    """A predictor of ``exported`` with the scoring settings (:func:`scoring_options`)."""
+    from harness.predictor import Predictor
+
+    return Predictor(exported, scoring_options(settings))
 
 
 def score_exported(exported, samples, classes, settings: EvalSettings, *, predictor=None):
@@ -73,3 +78,9 @@ def score_exported(exported, samples, classes, settings: EvalSettings, *, predic
 
     predictor = predictor or scoring_predictor(exported, settings)
     return evaluate(predictor, samples, classes, batch_size=settings.batch_size, worker_kind="thread")
+
+
+def engine_metrics(predictor) -> dict[str, Any]:
+    """``{"eval_trt": {...}}`` for a TensorRT predictor (route, engine count, TensorRT/Paddle versions), else ``{}``."""
+    facts = getattr(predictor, "engine_facts", dict)()
+    return {"eval_trt": facts} if facts else {}

@@ -18,10 +18,11 @@ def new_search(base, flags: dict[str, Any], trials: Optional[int]):
     """Meta and run directory of a new search.
 
     ``flags`` maps every search setting (``strategy``, ``space``, ``search_seed``, ``acq_func``,
-    ``n_initial_points``, ``bit_budget``, ``replay``, ``name``, ``eval_*``, ``latency_*``, ``export_dir``,
-    ``retrain_full``) to its value, defaults included; ``trials`` is ``--trials`` (None: unset).
+    ``n_initial_points``, ``bit_budget``, ``min_epochs``, ``eta``, ``replay``, ``name``, ``eval_*``,
+    ``latency_*``, ``export_dir``, ``retrain_full``) to its value, defaults included; ``trials`` is ``--trials`` (None: unset).
     """
-    from search import SearchMeta, strategy_for
+    from search import SearchMeta
+    from search.multifidelity import is_multi_fidelity, rung_epochs
 
     strategy = flags["strategy"]
     space = search_space(flags["space"])
@@ -30,8 +31,13 @@ def new_search(base, flags: dict[str, Any], trials: Optional[int]):
         options = {"acq_func": flags["acq_func"], "n_initial_points": flags["n_initial_points"]}
     elif strategy == "bit":
         options = bit_options(base, flags["bit_budget"])
+    elif is_multi_fidelity(strategy):
+        options = {"max_epochs": base.epochs, "min_epochs": flags["min_epochs"], "eta": flags["eta"]}
+        rung_epochs(flags["min_epochs"], base.epochs, flags["eta"])  # names the flag that is wrong
     if trials is None and strategy in ("random", "bayes"):
         trials = 20
+    if trials is None and is_multi_fidelity(strategy):
+        trials = MULTI_FIDELITY_TRIALS
     name = flags["name"] or f"{base.dataset}-{strategy}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
     run_dir = (Path(base.out_dir) / name).resolve()
     export_dir = flags["export_dir"] or str(Path("exported_models") / f"{base.dataset}-{strategy}-best")
@@ -45,9 +51,24 @@ def new_search(base, flags: dict[str, Any], trials: Optional[int]):
     }
     meta = SearchMeta(strategy=strategy, space=space, seed=flags["search_seed"], options=options,
                       dataset=base.dataset, extra={"base_config": base.to_dict(), "settings": settings})
-    if strategy_for(meta).max_points == 1:
+    if max_points(meta) == 1:
         settings["trials"] = 1  # fixed, bit: one point to run
     return meta, run_dir
+
+
+#: Configurations an asha/bohb search starts unless --trials says otherwise (each costs a fraction
+#: of a full trial unless it is promoted).
+MULTI_FIDELITY_TRIALS = 40
+
+
+def max_points(meta) -> Optional[int]:
+    """How many points the search's strategy can propose (None: unbounded); asha/bohb: the space's size."""
+    from search import strategy_for
+    from search.multifidelity import is_multi_fidelity
+
+    if is_multi_fidelity(meta.strategy):
+        return meta.build_space().size()
+    return strategy_for(meta).max_points
 
 
 def prepare_objective(meta, run_dir: Path, base, settings, n_trials, *, workers: int, devices: Optional[str],
@@ -61,13 +82,12 @@ def prepare_objective(meta, run_dir: Path, base, settings, n_trials, *, workers:
 
     from harness import runtime
     from harness.predictor import PredictorOptions, check_backend
-    from search import strategy_for
 
     from .objective import TrialObjective
 
     if n_trials is not None and n_trials < 1:
         raise ConfigError(f"--trials must be at least 1, got {n_trials}")
-    if n_trials is None and strategy_for(meta).max_points is None:
+    if n_trials is None and max_points(meta) is None:
         raise ConfigError("--trials is needed: the search space has continuous dimensions")
     if workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {workers}")

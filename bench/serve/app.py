@@ -27,17 +27,31 @@ new requests queue up and form the next batch, so the batch size grows with the 
 itself. When a batch fails, each of its requests is retried alone, so one input that
 breaks inference fails only its own request.
 
-Admission control: at most ``max_queue + max_batch`` ``/predict`` requests are in the
-server at once (reading their body, decoding, queued or in inference). A request beyond
-that is answered 503 at once, before its body is read, rather than waiting: a client under
-overload learns it immediately and can back off, and the server's memory stays bounded by
-``(max_queue + max_batch) * max_bytes`` of bodies plus one decoded image per decode thread.
+Slow clients and memory: a request's body is read before it takes an admission slot, so
+clients that trickle their uploads hold no slot a normal request needs. The body must arrive
+within ``body_timeout_s`` (408 otherwise), and the bytes of all bodies held at once (being
+received, or waiting to be decoded) stay within ``max_inflight_bytes`` (503 for a request
+that would go over it).
+
+Admission control: at most ``max_queue + max_batch`` ``/predict`` requests with a complete
+body are in the server at once (decoding, queued or in inference). A request beyond that is
+answered 503 at once rather than waiting: a client under overload learns it immediately and
+can back off.
+
+Decoding: the header gives the memory decoding will take (:func:`~bench.serve.uploads.plan_upload`);
+over ``max_decode_bytes`` is a 413. Images that need more than 64 MiB are decoded one at a
+time in a decode thread of their own, at a lower CPU priority, so a few huge images neither
+multiply memory nor hold up the decode threads that ordinary requests use. Memory is thus
+bounded by ``max_inflight_bytes`` of bodies, one large decode, and 64 MiB per ordinary decode
+thread.
 """
 
 import asyncio
 import contextlib
 import logging
+import os
 import socket
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -51,8 +65,9 @@ from harness.metrics import softmax, topk
 
 from .batcher import DEFAULT_MAX_QUEUE, DynamicBatcher, ServerStats, batch_buckets
 from .errors import ApiError
-from .request_body import DEFAULT_MAX_BYTES, image_bytes, parse_topk
-from .uploads import DEFAULT_MAX_PIXELS, prepare_upload
+from .request_body import (DEFAULT_BODY_TIMEOUT_S, DEFAULT_MAX_BYTES, DEFAULT_MAX_INFLIGHT_BYTES, BodyHold,
+                           ByteBudget, image_bytes, parse_topk)
+from .uploads import DEFAULT_MAX_DECODE_BYTES, DEFAULT_MAX_PIXELS, plan_upload, prepare_upload
 
 log = logging.getLogger(__name__)
 
@@ -68,12 +83,23 @@ class ServerSettings:
     max_queue: int = DEFAULT_MAX_QUEUE
     default_topk: int = 5
     pad_batches: bool = True
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S
+    max_inflight_bytes: int = DEFAULT_MAX_INFLIGHT_BYTES
+    max_decode_bytes: int = DEFAULT_MAX_DECODE_BYTES
+    # False: JPEGs far larger than the model input are decoded reduced (uploads module docstring).
+    full_decode: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("max_batch", "max_bytes", "max_pixels", "max_queue", "default_topk"):
+        for name in ("max_batch", "max_bytes", "max_pixels", "max_queue", "default_topk", "max_inflight_bytes",
+                     "max_decode_bytes"):
             positive_int(getattr(self, name), f"--{name.replace('_', '-')}")
         if not 0 <= self.max_wait_ms <= 10_000:
             raise ConfigError(f"--max-wait-ms must be in [0, 10000], got {self.max_wait_ms!r}")
+        if not 0 < self.body_timeout_s <= 3600:
+            raise ConfigError(f"--body-timeout must be in (0, 3600] seconds, got {self.body_timeout_s!r}")
+        if self.max_inflight_bytes < self.max_bytes:
+            raise ConfigError(f"--max-inflight-bytes ({self.max_inflight_bytes}) must be at least --max-bytes "
+                              f"({self.max_bytes}), or no upload of the largest allowed size could be read")
 
     @property
     def admission_limit(self) -> int:
@@ -125,6 +151,8 @@ def create_app(predictor: Any, settings: Optional[ServerSettings] = None) -> Any
     batcher = make_batcher(predictor, settings, stats)
     # Decoding is CPU-bound C code that releases the GIL; a few threads keep it off the loop.
     decode_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="decode")
+    # Huge images one at a time, at a lower CPU priority (module docstring: decoding).
+    large_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode-large", initializer=_lower_priority)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
@@ -134,14 +162,24 @@ def create_app(predictor: Any, settings: Optional[ServerSettings] = None) -> Any
         finally:
             await batcher.stop()
             decode_pool.shutdown(wait=False)
+            large_pool.shutdown(wait=False)
 
     app = FastAPI(title=f"tlbench: {predictor.model.model_name}", lifespan=lifespan)
     app.state.batcher = batcher
     app.state.stats = stats
     add_error_handlers(app, stats)
-    add_predict_route(app, predictor, settings, batcher, decode_pool)
+    inflight = ByteBudget(settings.max_inflight_bytes)
+    app.state.inflight = inflight
+    add_predict_route(app, predictor, settings, batcher, (decode_pool, large_pool), inflight)
     add_info_routes(app, predictor, settings, batcher)
     return app
+
+
+def _lower_priority() -> None:
+    # On Linux a thread has its own nice value: raise this one's so that ordinary requests
+    # win the CPU from a huge decode. Elsewhere (or when refused) the thread keeps its priority.
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
 
 
 def add_error_handlers(app: Any, stats: ServerStats) -> None:
@@ -171,15 +209,17 @@ def add_error_handlers(app: Any, stats: ServerStats) -> None:
 
 
 def add_predict_route(app: Any, predictor: Any, settings: ServerSettings, batcher: DynamicBatcher,
-                      decode_pool: ThreadPoolExecutor) -> None:
-    """``POST /predict``: admission, body, decode + preprocess in ``decode_pool``, batch, top-k answer."""
+                      pools: tuple[ThreadPoolExecutor, ThreadPoolExecutor], inflight: ByteBudget) -> None:
+    """``POST /predict``: body (timed, within the byte budget), admission, decode + preprocess, batch, answer."""
     from fastapi import Request
     from fastapi.responses import JSONResponse
 
     model = predictor.model
     classes = list(model.classes) if model.classes is not None else None
     stats = batcher.stats
-    # Requests inside /predict; bounds the bodies and images held at once (module docstring).
+    decode_pool, large_pool = pools
+    resize_short = None if settings.full_decode else getattr(predictor.spec, "resize_short", None)
+    # Requests past their body inside /predict; bounds the work queued at once (module docstring).
     admission_limit = settings.admission_limit
     admission = asyncio.Semaphore(admission_limit)
 
@@ -187,19 +227,28 @@ def add_predict_route(app: Any, predictor: Any, settings: ServerSettings, batche
     async def predict(request: Request) -> JSONResponse:
         start = time.perf_counter()
         k = parse_topk(request, settings.default_topk)
-        # Refuse at once rather than queue: a waiting request would still hold its connection
-        # and, once admitted, its body; the client is better served by a prompt 503.
-        if admission.locked():
-            raise ApiError(503, f"server busy: {admission_limit} requests already in progress; retry later")
-        async with admission:
-            data = await image_bytes(request, settings.max_bytes)
-            loop = asyncio.get_running_loop()
-            tensor, (width, height) = await loop.run_in_executor(
-                decode_pool, lambda: prepare_upload(data, predictor, max_pixels=settings.max_pixels)
-            )
-            del data
-            decoded = time.perf_counter()
-            logits, batch_size = await batcher.submit(tensor)
+        hold = BodyHold(inflight)
+        try:
+            # The body first, under a time limit and the byte budget: a slow upload holds
+            # neither an admission slot nor unbounded memory.
+            data = await image_bytes(request, settings.max_bytes, hold=hold, timeout_s=settings.body_timeout_s)
+            # Refuse at once rather than queue: the client is better served by a prompt 503.
+            if admission.locked():
+                raise ApiError(503, f"server busy: {admission_limit} requests already in progress; retry later")
+            async with admission:
+                plan = plan_upload(data, max_pixels=settings.max_pixels, max_decode_bytes=settings.max_decode_bytes,
+                                   resize_short=resize_short)
+                loop = asyncio.get_running_loop()
+                tensor, (width, height) = await loop.run_in_executor(
+                    large_pool if plan.large else decode_pool,
+                    lambda: prepare_upload(data, predictor, max_pixels=settings.max_pixels, plan=plan),
+                )
+                del data
+                hold.release()
+                decoded = time.perf_counter()
+                logits, batch_size = await batcher.submit(tensor)
+        finally:
+            hold.release()
         probs = softmax(np.asarray(logits, np.float64))
         top, _ = topk(probs, k)
         stats.requests[200] += 1
@@ -215,6 +264,7 @@ def add_predict_route(app: Any, predictor: Any, settings: ServerSettings, batche
                 for i in top
             ],
             "image_size": [width, height],
+            "decode_scale": f"1/{plan.jpeg_reduce}" if plan.jpeg_reduce > 1 else "full",
             "batch_size": batch_size,
             "timing_ms": {
                 "decode": round((decoded - start) * 1000, 3),  # read + decode + preprocess
@@ -260,13 +310,17 @@ def add_info_routes(app: Any, predictor: Any, settings: ServerSettings, batcher:
                 "padded_batch_sizes": list(batch_buckets(settings.max_batch)) if settings.pad_batches else None,
             },
             "limits": {"max_bytes": settings.max_bytes, "max_pixels": settings.max_pixels,
-                       "formats": ["image/jpeg", "image/png"]},
+                       "max_decode_bytes": settings.max_decode_bytes, "max_inflight_bytes": settings.max_inflight_bytes,
+                       "body_timeout_s": settings.body_timeout_s, "formats": ["image/jpeg", "image/png"]},
+            "reduced_jpeg_decode": not settings.full_decode,
             "default_topk": settings.default_topk,
         })
 
     @app.get("/stats")
     async def server_stats() -> JSONResponse:
-        return JSONResponse(batcher.stats.to_dict(batcher.queue_depth))
+        inflight = app.state.inflight
+        return JSONResponse({**batcher.stats.to_dict(batcher.queue_depth),
+                             "inflight_bytes": inflight.held, "inflight_bytes_peak": inflight.peak})
 
 
 # -- running it -------------------------------------------------------------------------------

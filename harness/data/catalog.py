@@ -62,6 +62,7 @@ def load_dataset(
     val_list: Optional[str | os.PathLike] = None,
     test_list: Optional[str | os.PathLike] = None,
     val_fraction: float = 0.1,
+    test_fraction: Optional[float] = None,
     seed: int = 0,
     strict: bool = False,
     download: bool = False,
@@ -71,7 +72,9 @@ def load_dataset(
     ``demo`` is generated on first use (under ``data_root`` if given, else the cache);
     ``folder`` and ``list`` need ``data_root``; official datasets default to
     ``<cache>/datasets/<name>``. Where a dataset has no val split, a stratified
-    ``val_fraction`` of train is carved off with ``seed`` (``report.val_carved``).
+    ``val_fraction`` of train is carved off with ``seed`` (``report.val_carved``). A
+    ``folder`` of flat class folders (``root/<class>/*.jpg``) also has ``test_fraction``
+    (default 0.1) of each class carved off as test; ``test_fraction`` is refused elsewhere.
     Missing or empty files are recorded in ``report.skipped`` (``strict``: DatasetError).
 
     Raises:
@@ -83,6 +86,11 @@ def load_dataset(
         raise ConfigError(f"unknown dataset {name!r}; choose one of {', '.join(dataset_names())}")
     if isinstance(val_fraction, bool) or not 0 < val_fraction < 1:
         raise ConfigError(f"val_fraction must be in (0, 1), got {val_fraction!r}")
+    if test_fraction is not None:
+        if isinstance(test_fraction, bool) or not 0 < test_fraction < 1:
+            raise ConfigError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
+        if name != "folder":
+            raise ConfigError(f"test_fraction applies to dataset 'folder' with flat class folders, not {name!r}")
     if isinstance(seed, bool) or int(seed) != seed:
         raise ConfigError(f"seed must be an integer, got {seed!r}")
     seed = int(seed)
@@ -99,7 +107,7 @@ def load_dataset(
         if not root.is_dir():
             raise DatasetError(f"{name}: data root {root} does not exist or is not a directory")
         if name == "folder":
-            return load_folder(root, **common)
+            return load_folder(root, test_fraction=None if test_fraction is None else float(test_fraction), **common)
         return load_list(root, train_list=train_list, val_list=val_list, test_list=test_list, **common)
     root = Path(data_root) if data_root is not None else default_data_root(name)
     return _load_official(name, root, download=bool(download), **common)

@@ -42,7 +42,8 @@ class DataLoader:
     the iteration raises :class:`ImageDecodeError` naming the file instead. Because of
     skipping, a batch may be smaller than ``batch_size`` and ``len()`` is an upper bound.
     With a ``cache`` (:class:`~harness.data.image_cache.DecodedImageCache`) each file is
-    decoded once for every loader that shares the cache.
+    decoded once for every loader that shares the cache. ``split`` names the split the
+    samples belong to in the report (and takes a dropped file off that split's count).
     """
 
     def __init__(
@@ -59,6 +60,7 @@ class DataLoader:
         strict: bool = False,
         prefetch: Optional[int] = None,
         cache: Optional[DecodedImageCache] = None,
+        split: str = "",
     ) -> None:
         positive_int(batch_size, "batch_size", integral_float=True)
         positive_int(workers, "workers", integral_float=True)
@@ -78,6 +80,7 @@ class DataLoader:
         # Enough batches in flight to keep every worker busy while the consumer holds one.
         self.prefetch = int(prefetch) if prefetch is not None else 2 * self.workers
         self.cache = cache
+        self.split = str(split)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -115,8 +118,9 @@ class DataLoader:
             prefix = f"{sample.path}: "
             if reason.startswith(prefix):
                 reason = reason[len(prefix) :]
-            if self.report.add_skipped(sample.path, reason):
-                log.warning("skipping unreadable image %s (%s)", sample.path, reason)
+            if self.report.add_skipped(sample.path, reason, self.split):
+                where = f" ({self.split} split)" if self.split else ""
+                log.warning("skipping unreadable image %s%s (%s)", sample.path, where, reason)
             return None
 
     def _load_batch(self, indices: np.ndarray, epoch: int, stop: threading.Event) -> tuple[np.ndarray, np.ndarray]:

@@ -47,6 +47,8 @@ def assemble(
     if not val:
         train, val = stratified_split(train, val_fraction, seed)
         report.val_carved = True
+        report.carving.setdefault("val_fraction", val_fraction)
+        report.carving.setdefault("seed", seed)
         log.info("%s: carved a stratified val split of %d images (%.0f%%, seed %d) out of train",
                  name, len(val), 100 * val_fraction, seed)
         if not val:
@@ -70,22 +72,74 @@ def _class_dirs(split_dir: Path) -> list[str]:
     return sorted(d.name for d in split_dir.iterdir() if d.is_dir() and not d.name.startswith("."))
 
 
+def _flat_class_dirs(root: Path) -> list[str]:
+    """Sub-folders of ``root`` that hold images themselves (the flat ``root/<class>/*.jpg`` layout)."""
+    return [c for c in _class_dirs(root) if list_images(root / c, recursive=False)]
+
+
+def _load_flat_folder(root: Path, *, name: str, val_fraction: float, test_fraction: float, seed: int,
+                      strict: bool, report: DataReport) -> DatasetSplits:
+    """``root/<class>/*``: test, then val, carved per class (seeded, stratified) out of all images.
+
+    ``test_fraction`` and ``val_fraction`` are shares of each class's images; the rest
+    trains. Carving happens before the files are checked, so a damaged file does not move
+    other images between splits; it is dropped from the split it was carved into.
+    """
+    if val_fraction + test_fraction >= 1:
+        raise DatasetError(
+            f"{name}: --val-fraction {val_fraction} + --test-fraction {test_fraction} leaves no training images "
+            f"(their sum must be below 1)"
+        )
+    classes = [c for c in _class_dirs(root) if list_images(root / c)]
+    for empty in sorted(set(_class_dirs(root)) - set(classes)):
+        report.add_note(f"{root / empty} holds no images and is not a class")
+        log.warning("%s: %s holds no images; it is not a class", name, root / empty)
+    index = {c: i for i, c in enumerate(classes)}
+    everything = [Sample(os.path.abspath(p), index[c]) for c in classes for p in list_images(root / c)]
+    # Each class keeps at least 2 images for train and val; smaller classes only train.
+    rest, test = stratified_split(everything, test_fraction, seed, min_keep=2)
+    train, val = stratified_split(rest, val_fraction / (1 - test_fraction), seed + 1)
+    report.val_carved = True
+    report.test_carved = True
+    report.carving = {"layout": "flat class folders", "val_fraction": val_fraction, "test_fraction": test_fraction,
+                      "seed": seed}
+    report.add_note(f"{root} has class folders without train/val/test: val ({val_fraction:g}) and test "
+                    f"({test_fraction:g}) carved per class with seed {seed}")
+    log.info("%s: flat class folders; carved %d test and %d val images (seed %d)", name, len(test), len(val), seed)
+    if not test:
+        raise DatasetError(f"{name}: {root} is too small to carve a test split (each class needs 3 images or more)")
+    return assemble(name, classes, train, val, test, metric="top1", report=report,
+                    val_fraction=val_fraction, seed=seed, strict=strict)
+
+
 def load_folder(
-    root: str | os.PathLike, *, name: str = "folder", val_fraction: float, seed: int, strict: bool, report: DataReport
+    root: str | os.PathLike, *, name: str = "folder", val_fraction: float, seed: int, strict: bool, report: DataReport,
+    test_fraction: Optional[float] = None,
 ) -> DatasetSplits:
-    """Image folders ``root/{train,val,test}/<class>/*``.
+    """Image folders ``root/{train,val,test}/<class>/*``, or flat class folders ``root/<class>/*``.
 
     Classes are the sorted names of ``train/``'s sub-folders; ``val/`` and ``test/`` may
     only use those. Without ``val/``, val is carved from train. Without ``test/`` but
     with ``val/``, the given ``val/`` becomes the held-out test split and val is carved
     from train (so hyperparameters are never chosen on the images that are reported).
+    Without ``train/``, sub-folders of ``root`` that hold images are the classes, and test
+    (``test_fraction``, default 0.1) and val are carved from them.
     """
     root = Path(root)
     train_dir = root / "train"
     if not train_dir.is_dir():
+        if _flat_class_dirs(root):
+            return _load_flat_folder(root, name=name, val_fraction=val_fraction,
+                                     test_fraction=0.1 if test_fraction is None else test_fraction,
+                                     seed=seed, strict=strict, report=report)
         raise DatasetError(
-            f"{name}: {train_dir} not found; expected image folders {root}/train/<class>/*.jpg "
-            f"and optionally {root}/val/<class>/ and {root}/test/<class>/"
+            f"{name}: {train_dir} not found and {root} has no class folders with images; expected "
+            f"{root}/<class>/*.jpg, or {root}/train/<class>/*.jpg with optional {root}/val/<class>/ and {root}/test/<class>/"
+        )
+    if test_fraction is not None:
+        raise DatasetError(
+            f"{name}: --test-fraction applies to flat class folders ({root}/<class>/*.jpg); {root} has train/, "
+            f"so its test split comes from test/ (or val/)"
         )
     classes = _class_dirs(train_dir)
     if not classes:
@@ -108,7 +162,10 @@ def load_folder(
     test = read_split("test")
     if test is None:
         if val is None:
-            raise DatasetError(f"{name}: {root} has train/ but neither test/ nor val/; a held-out split is needed")
+            raise DatasetError(
+                f"{name}: {root} has train/ but neither test/ nor val/; a held-out split is needed "
+                f"(or lay the class folders out flat, {root}/<class>/*.jpg, to carve val and test from them)"
+            )
         report.add_note(f"{root / 'val'} used as the test split (no test/ folder); val carved from train")
         log.info("%s: no test/ folder, using val/ as test and carving val from train", name)
         test, val = val, None

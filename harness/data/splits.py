@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections import defaultdict
 from typing import Iterable, Sequence
 
 import numpy as np
 
 from common.errors import ConfigError, DatasetError
+from .image_io import probe_image_file
 from .types import DataReport, Sample
 
 log = logging.getLogger(__name__)
@@ -65,25 +65,21 @@ def fixed_count_split(
 
 
 def check_files(samples: Sequence[Sample], report: DataReport, *, strict: bool, split: str) -> tuple[Sample, ...]:
-    """Drop samples whose file is missing or empty, recording each in ``report.skipped``.
+    """Drop samples whose file is missing, empty or not a usable image, recording each in ``report.skipped``.
 
-    Decoding is left to the loader; this only costs one ``stat`` per file. With
-    ``strict=True`` the first bad file raises :class:`DatasetError` naming it.
+    Nothing is decoded: :func:`~harness.data.image_io.probe_image_file` reads the header and
+    the end of each file (a missing end-of-image marker, a format that is not an image), so
+    the counts a report gives are of images that will load. With ``strict=True`` the first
+    bad file raises :class:`DatasetError` naming it.
     """
     good: list[Sample] = []
     for s in samples:
-        try:
-            size = os.stat(s.path).st_size
-            reason = "empty file" if size == 0 else None
-        except FileNotFoundError:
-            reason = "file not found"
-        except OSError as exc:
-            reason = f"cannot stat file ({exc.strerror or exc})"
+        reason = probe_image_file(s.path)
         if reason is None:
             good.append(s)
             continue
         if strict:
             raise DatasetError(f"{s.path}: {reason} (listed in the {split} split; strict mode)")
-        if report.add_skipped(s.path, reason):
-            log.warning("skipping %s: %s", s.path, reason)
+        if report.add_skipped(s.path, reason, split):
+            log.warning("skipping %s (%s split): %s", s.path, split, reason)
     return tuple(good)

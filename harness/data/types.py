@@ -27,25 +27,36 @@ class DataReport:
     """What the data layer did to a dataset: split sizes, carving, skipped files, downloads.
 
     ``add_skipped`` may be called from loader worker threads; a path is recorded
-    once however often it fails (it fails again every epoch).
+    once however often it fails (it fails again every epoch), with the split it was in.
+    ``counts`` are usable images: a file the loader drops after the counts were set is
+    taken off its split's count. ``carving`` records the fractions and seed of carved splits.
     """
 
     dataset: str = ""
     counts: dict[str, int] = field(default_factory=dict)
     val_carved: bool = False
-    skipped: list[tuple[str, str]] = field(default_factory=list)
+    test_carved: bool = False
+    carving: dict[str, Any] = field(default_factory=dict)
+    skipped: list[tuple[str, str, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     downloads: list[dict[str, Any]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
 
-    def add_skipped(self, path: str, reason: str) -> bool:
-        """Record ``path`` as skipped because of ``reason``; False if it was already recorded."""
+    def add_skipped(self, path: str, reason: str, split: str = "") -> bool:
+        """Record ``path`` of ``split`` as skipped because of ``reason``; False if it was already recorded."""
         path = str(path)
         with self._lock:
-            if any(p == path for p, _ in self.skipped):
+            if any(p == path for p, _, _ in self.skipped):
                 return False
-            self.skipped.append((path, str(reason)))
+            self.skipped.append((path, str(reason), str(split)))
+            if split in self.counts:
+                self.counts[split] = max(0, self.counts[split] - 1)
             return True
+
+    def skipped_in(self, split: str) -> list[dict[str, str]]:
+        """The skipped files of ``split`` as ``{"path", "reason", "split"}`` objects."""
+        with self._lock:
+            return [{"path": p, "reason": r, "split": s} for p, r, s in self.skipped if s == split]
 
     def add_note(self, note: str) -> None:
         """Record a human-readable decision the loader made (e.g. which split became test)."""
@@ -59,7 +70,9 @@ class DataReport:
                 "dataset": self.dataset,
                 "counts": {k: int(v) for k, v in self.counts.items()},
                 "val_carved": bool(self.val_carved),
-                "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
+                "test_carved": bool(self.test_carved),
+                "carving": dict(self.carving),
+                "skipped": [{"path": p, "reason": r, "split": s} for p, r, s in self.skipped],
                 "num_skipped": len(self.skipped),
                 "notes": list(self.notes),
                 "downloads": [dict(d) for d in self.downloads],

@@ -18,13 +18,15 @@ reports by returning False outside dynamic mode.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
+import sys
 import threading
 import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +112,21 @@ def _load_prebuilt(build_dir: Path) -> Any | None:
         return None
 
 
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """Send stdout (the descriptor, so compiler subprocesses too) to stderr while active."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def load_ops() -> Any:
     """Compile (once per build folder and source version) and load the operator library.
 
@@ -127,14 +144,15 @@ def load_ops() -> Any:
             from paddle.utils.cpp_extension import load
 
             logger.info("building the custom depthwise op in %s", build_dir)
-            module = load(
-                name=_LIB_NAME,
-                sources=[str(_SOURCE)],
-                extra_cxx_cflags=_CXX_FLAGS,
-                extra_ldflags=_link_flags(),
-                build_directory=str(build_dir),
-                verbose=False,
-            )
+            with _stdout_to_stderr():  # Paddle prints its progress to stdout, which --json keeps for results
+                module = load(
+                    name=_LIB_NAME,
+                    sources=[str(_SOURCE)],
+                    extra_cxx_cflags=_CXX_FLAGS,
+                    extra_ldflags=_link_flags(),
+                    build_directory=str(build_dir),
+                    verbose=False,
+                )
             (build_dir / f"{_LIB_NAME}.stamp").write_text(_fingerprint() + "\n")
         _state["module"] = module
         return module
