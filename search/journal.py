@@ -42,8 +42,9 @@ LOCK_NAME = "search.lock"
 META_VERSION = 1
 
 
-#: Strategies whose points are not drawn from the space, so records are not checked against it.
-OWN_POINT_STRATEGIES = ("fixed", "bit")
+#: Searches whose points are not drawn from the space (the fixed scheme, the BiT rule), so their
+#: records are not checked against it.
+OWN_POINT_KINDS = ("fixed", "bit")
 
 
 class JournalError(TlbenchError):
@@ -109,9 +110,9 @@ class SearchMeta:
         return Space.from_dict(self.space, where=META_NAME)
 
     def record_space(self) -> Optional[Space]:
-        """The space a journal record's params must be a point of; None for strategies whose
-        points are their own (the fixed scheme, the BiT rule's optimiser settings)."""
-        return None if self.strategy in OWN_POINT_STRATEGIES else self.build_space()
+        """The space a journal record's params must be a point of; None for the fixed scheme and
+        the BiT rule, whose points are their own."""
+        return None if self.strategy in OWN_POINT_KINDS else self.build_space()
 
 
 def _is_number(value: Any) -> bool:
