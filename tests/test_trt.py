@@ -346,6 +346,24 @@ class RecordingConfig:
 
 
 class FakeNativePredictor:
+    """Runs nothing: its output is zero logits for the 3 classes of the ``exported`` fixture."""
+
+    def __init__(self) -> None:
+        self.shape = [1, 3, IMAGE_SIZE, IMAGE_SIZE]
+        predictor = self
+
+        class Handle:
+            def reshape(self, shape):
+                predictor.shape = list(shape)
+
+            def copy_from_cpu(self, array):
+                pass
+
+            def copy_to_cpu(self):
+                return np.zeros((predictor.shape[0], 3), np.float32)
+
+        self.handle = Handle()
+
     def get_input_names(self):
         return ["x"]
 
@@ -353,10 +371,13 @@ class FakeNativePredictor:
         return ["logits"]
 
     def get_input_handle(self, name):
-        return object()
+        return self.handle
 
     def get_output_handle(self, name):
-        return object()
+        return self.handle
+
+    def run(self):
+        pass
 
 
 @pytest.fixture
