@@ -32,6 +32,9 @@ def run(args: argparse.Namespace) -> int:
     from common.validate import at_least
     from harness.data import list_images
 
+    import logging
+
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request otherwise
     for flag in ("requests", "big_clients", "big_size", "slow_clients"):
         at_least(getattr(args, flag), f"--{flag.replace('_', '-')}", 1)
     paths = [p for p in list_images(args.images) if p.suffix.lower() in (".jpg", ".jpeg", ".png")][:64]
