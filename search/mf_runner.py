@@ -32,11 +32,11 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from common.errors import ConfigError
-from common.validate import optional_positive_int, positive_int
+from common.validate import optional_positive_int
 
 from .journal import Journal, SearchMeta
 from .multifidelity import MultiFidelityStrategy, RungJob, make_multi_fidelity_strategy
-from .runner import BACKENDS, SearchResult, TrialContext, _execute_trial, _Outcome, make_executor
+from .runner import SearchResult, TrialContext, _execute_trial, _Outcome, check_execution, make_executor
 from .space import point_key
 from .trial import Trial, TrialState
 
@@ -112,13 +112,7 @@ def run_multi_fidelity_search(
         raise ConfigError(f"a multi-fidelity search needs an objective with a run_rung(params, epochs, final) method, "
                           f"got {type(objective).__name__}")
     optional_positive_int(n_trials, "n_trials")
-    positive_int(workers, "workers")
-    if devices is not None:
-        devices = [str(d) for d in devices]
-        if len(devices) < workers:
-            raise ConfigError(f"{workers} workers need at least {workers} devices, got {devices}")
-    if backend not in BACKENDS:
-        raise ConfigError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    devices = check_execution(workers, devices, backend)
 
     # Bring the strategy up to date: every finished rung, then the rung jobs that were cut.
     finals, cut = _rung_records(journal)

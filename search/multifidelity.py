@@ -367,11 +367,6 @@ def make_multi_fidelity_strategy(name: str, space: Space, *, seed: int = 0, **op
     """
     if name not in MULTI_FIDELITY_STRATEGIES:
         raise ConfigError(f"unknown multi-fidelity strategy {name!r}; choose one of {sorted(MULTI_FIDELITY_STRATEGIES)}")
-    cls = MULTI_FIDELITY_STRATEGIES[name]
-    import inspect
+    from .strategies import build_with_options
 
-    accepted = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "space", "seed")]
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        raise ConfigError(f"strategy {name!r} does not take option(s) {unknown}; it accepts {accepted}")
-    return cls(space, seed=seed, **options)
+    return build_with_options(MULTI_FIDELITY_STRATEGIES[name], name, space, seed, options)

@@ -340,6 +340,18 @@ class _RayExecutor:
             self._ray.shutdown()
 
 
+def check_execution(workers: int, devices: Optional[Sequence[str]], backend: str) -> Optional[list[str]]:
+    """Validate how trials are to run; returns ``devices`` as strings (None stays None)."""
+    positive_int(workers, "workers")
+    if devices is not None:
+        devices = [str(d) for d in devices]
+        if len(devices) < workers:
+            raise ConfigError(f"{workers} workers need at least {workers} devices, got {devices}")
+    if backend not in BACKENDS:
+        raise ConfigError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    return devices
+
+
 def make_executor(workers: int, devices: Optional[Sequence[str]], backend: str, fresh_process: bool,
                   ray_address: Optional[str], ray_gpus_per_trial: float) -> _Executor:
     """The executor for these settings: Ray tasks, this process (one worker, no devices) or worker processes."""
@@ -396,13 +408,7 @@ def run_search(
     if n_trials is None and strategy.max_points is None:
         raise ConfigError(f"n_trials is required: the {strategy.name} strategy has no bound on how many points "
                           "it proposes (max_points is None, as on a space with continuous dimensions)")
-    positive_int(workers, "workers")
-    if devices is not None:
-        devices = [str(d) for d in devices]
-        if len(devices) < workers:
-            raise ConfigError(f"{workers} workers need at least {workers} devices, got {devices}")
-    if backend not in BACKENDS:
-        raise ConfigError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    devices = check_execution(workers, devices, backend)
 
     # Bring the strategy up to date with the journal.
     untold = [t for t in journal.finished_trials() if not strategy.is_told(t.params)]

@@ -634,7 +634,11 @@ def make_strategy(name: str, space: Space, *, seed: int = 0, **options: Any) -> 
     """
     if name not in STRATEGIES:
         raise ConfigError(f"unknown strategy {name!r}; choose one of {sorted(STRATEGIES)}")
-    cls = STRATEGIES[name]
+    return build_with_options(STRATEGIES[name], name, space, seed, options)
+
+
+def build_with_options(cls: type, name: str, space: Space, seed: int, options: Mapping[str, Any]) -> Any:
+    """``cls(space, seed=seed, **options)``, with an unknown option named with those ``cls`` accepts."""
     import inspect
 
     accepted = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "space", "seed")]
