@@ -40,6 +40,12 @@ class SearchRun:
     found_at: int  # the number of finished trials when the best value was first reached
     wall_s: float
     trial_seconds: dict[str, float]  # params (JSON) -> that trial's seconds
+    work: dict[str, float]  # params (JSON) -> share of a full trial trained (1 for a plain trial)
+
+    @property
+    def fte(self) -> float:
+        """Full-trial equivalents trained: the number of trials for a plain search."""
+        return sum(self.work.values())
 
 
 def read_run(path: str | Path) -> SearchRun:
@@ -66,24 +72,47 @@ def read_run(path: str | Path) -> SearchRun:
     best = summary["best"]
     val = float(best["val"])
     found_at = next(i for i, t in enumerate(finished, 1) if t.value >= val)
-    starts = [t.started_at for t in finished if t.started_at is not None]
-    ends = [t.finished_at for t in finished if t.finished_at is not None]
+    spans = [(t.started_at, t.finished_at) for t in finished]
+    work = {_key(t.params): 1.0 for t in finished}
+    rung_records = _rung_records(path, meta)
+    if rung_records:
+        # Multi-fidelity: every rung job counts, each for the epochs it added to its trial.
+        spans = [(r.get("started_at"), r.get("finished_at")) for r in rung_records]
+        max_epochs = max(int(r["epochs"]) for r in rung_records)
+        done: dict[int, int] = {}
+        work = {}
+        for r in sorted(rung_records, key=lambda r: (r["trial"], r["epochs"])):
+            added = int(r["epochs"]) - done.get(r["trial"], 0)
+            done[r["trial"]] = int(r["epochs"])
+            work[_key(r["params"])] = work.get(_key(r["params"]), 0.0) + added / max_epochs
+    starts = [a for a, _ in spans if a is not None]
+    ends = [b for _, b in spans if b is not None]
     test = summary.get("test") or {}
     return SearchRun(
-        path=path, strategy=meta.strategy, trials=len(finished), best_trial=int(best["trial"]),
+        path=path, strategy=meta.strategy, trials=len(work), best_trial=int(best["trial"]),
         best_params=dict(best["params"]), val=val,
         test_top1=float(test["top1"]) if test.get("top1") is not None else None, found_at=found_at,
         wall_s=(max(ends) - min(starts)) if starts and ends else 0.0,
         trial_seconds={_key(t.params): float(t.duration_s or 0.0) for t in finished},
+        work=work,
     )
 
 
+def _rung_records(path: Path, meta) -> list[dict[str, Any]]:
+    """The finished rung results of a multi-fidelity search (none for a plain one)."""
+    from search.journal import JOURNAL_NAME, read_records
+
+    records = read_records(path / JOURNAL_NAME, meta.record_space(), warn=False)
+    return [r for r in records if "rung" in r and r["state"] in ("PRUNED", "COMPLETE")]
+
+
 def grid_time_of(run: SearchRun, grid: Optional[SearchRun]) -> Optional[float]:
-    """The grid's recorded seconds for ``run``'s trials; None when one of them is not a grid point."""
+    """The grid's recorded seconds for what ``run`` trained (a trial trained to epoch k of n costs
+    k/n of the grid's trial); None when one of its points is not a grid point."""
     if grid is None:
         return None
     try:
-        return sum(grid.trial_seconds[key] for key in run.trial_seconds)
+        return sum(grid.trial_seconds[key] * share for key, share in run.work.items())
     except KeyError:
         return None
 
@@ -103,7 +132,7 @@ def build_table(runs: dict[str, list[str | Path]], *, dataset: str = "") -> dict
     entries: dict[str, list[dict[str, Any]]] = {}
     for kind, items in read.items():
         entries[kind] = [{
-            "run_dir": str(r.path), "strategy": r.strategy, "trials": r.trials, "best_trial": r.best_trial,
+            "run_dir": str(r.path), "strategy": r.strategy, "trials": r.trials, "fte": r.fte, "best_trial": r.best_trial,
             "params": r.best_params, "val": r.val, "test_top1": r.test_top1, "found_at_trial": r.found_at,
             "wall_s": r.wall_s, "grid_time_s": grid_time_of(r, grid),
         } for r in items]
@@ -135,6 +164,10 @@ def markdown_rows(entries: dict[str, list[dict[str, Any]]]) -> list[str]:
             return
         trials = sorted({e["trials"] for e in items})
         label = f"{title} ({'/'.join(map(str, trials))} trials)" if kind not in ("fixed", "bit") else title
+        if kind == "multi_fidelity":
+            configs = "/".join(str(e["trials"]) for e in items)
+            ftes = "/".join(f"{e['fte']:.1f}" for e in items)
+            label = f"{title} ({configs} configurations, {ftes} FTE)"
         if len(items) == 1:
             e = items[0]
             lines.append(f"| {label} | {_pct(e['val'])} | {_pct(e['test_top1'])} | "

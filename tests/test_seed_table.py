@@ -87,3 +87,28 @@ def test_without_a_summary_the_journals_best_has_no_test_score(tmp_path):
     shutil.rmtree(run)
     with pytest.raises(TlbenchError, match="not a search run directory"):
         build_table({"bayes": [run]})
+
+
+def test_a_multi_fidelity_search_costs_the_epochs_its_rungs_added(tmp_path):
+    records = _records()
+    grid = _run_dir(tmp_path, "grid", records, "grid", 0.9)
+    a, b = records[4], records[9]
+    clock = 1.0e9
+
+    def rung(source, trial, rung_index, epochs, state):
+        nonlocal clock
+        clock += 10.0
+        value = source["metrics"]["train_history"][epochs - 1]["val_top1"] if state == "PRUNED" else source["value"]
+        return {"trial": trial, "state": state, "params": source["params"], "value": value, "rung": rung_index,
+                "epochs": epochs, "metrics": {}, "started_at": clock - 5.0, "finished_at": clock}
+
+    jobs = [rung(a, 1, 0, 1, "PRUNED"), rung(b, 2, 0, 1, "PRUNED"), rung(a, 1, 1, 2, "PRUNED"),
+            rung(a, 1, 2, 4, "PRUNED"), rung(a, 1, 3, 8, "COMPLETE")]
+    bohb = _run_dir(tmp_path, "bohb", jobs, "bohb", 0.95)
+    (entry,) = build_table({"grid": [grid], "multi_fidelity": [bohb]})["entries"]["multi_fidelity"]
+    assert entry["trials"] == 2 and entry["fte"] == pytest.approx(1 + 1 / 8)
+    seconds = {json.dumps(r["params"], sort_keys=True): r["finished_at"] - r["started_at"] for r in records}
+    expected = seconds[json.dumps(a["params"], sort_keys=True)] + seconds[json.dumps(b["params"], sort_keys=True)] / 8
+    assert entry["grid_time_s"] == pytest.approx(expected)
+    assert entry["wall_s"] == pytest.approx(jobs[-1]["finished_at"] - jobs[0]["started_at"])
+    assert entry["val"] == a["value"]
