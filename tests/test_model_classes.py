@@ -83,9 +83,13 @@ def test_eval_exits_2_with_one_line(two_label_dir, image_folder_dataset, capsys)
     assert "names 2 classes" in _one_error_line(capsys)
 
 
-def test_throughput_exits_2_with_one_line(two_label_dir, capsys):
-    rc = main(["-q", "throughput", "--model", str(two_label_dir), "--input", "tensor", "--duration", "0.1", "--warmup", "0",
-               "--repetitions", "1", "--batch-sizes", "1", "--no-baseline", "--threads", "1"])
+def test_throughput_exits_2_with_one_line(two_label_dir, tmp_path, capsys):
+    images = tmp_path / "images"
+    images.mkdir()
+    cv2.imwrite(str(images / "a.jpg"), np.full((40, 50, 3), 128, np.uint8))  # no dataset needed beside the repo
+    rc = main(["-q", "throughput", "--model", str(two_label_dir), "--images", str(images), "--input", "tensor",
+               "--duration", "0.1", "--warmup", "0", "--repetitions", "1", "--batch-sizes", "1", "--no-baseline",
+               "--threads", "1"])
     assert rc == 2
     assert "names 2 classes" in _one_error_line(capsys)
 
