@@ -337,3 +337,11 @@ def test_overload_is_refused_before_the_body_is_decoded_and_only_small_tensors_q
     # Each image was preprocessed alone in a decode thread; inference saw [N, 3, crop, crop] tensors.
     assert predictor.preprocess_calls and all(n == 1 and name.startswith("decode") for n, name in predictor.preprocess_calls)
     assert all(shape[1:] == (3, 4, 4) for shape in predictor.batches)
+
+
+def test_the_serving_predictor_leaves_a_core_for_decoding():
+    from bench.serve.app import default_serve_threads
+
+    assert [default_serve_threads(n, "cpu") for n in (1, 2, 4, 16)] == [1, 1, 3, 15]
+    assert default_serve_threads(2, "cpu-plain") == 1
+    assert default_serve_threads(8, "gpu") is None and default_serve_threads(8, "trt") is None

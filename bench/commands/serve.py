@@ -47,7 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="predictor backend (default cpu = oneDNN)")
     parser.add_argument("--precision", default=None, choices=("fp32", "fp16", "bf16", "int8"),
                         help="predictor precision (default: int8 for an int8 export, else fp32)")
-    parser.add_argument("--threads", type=int, default=None, help="predictor CPU threads (default: all cores)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="predictor CPU threads (default: every core but one, at least 1; the spare core decodes "
+                             "uploads)")
     parser.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"),
                         help="uvicorn's log level (default warning)")
 
@@ -56,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
     """Load the model, warm it up, and serve until interrupted."""
     from rich.console import Console
 
-    from bench.serve.app import ServerSettings, bind_socket, build_predictor, create_app, serve
+    from bench.serve.app import ServerSettings, bind_socket, build_predictor, create_app, default_serve_threads, serve
+    from common.machine import usable_cores
     from common.validate import at_least
 
     from bench.commands.eval import resolve_precision
@@ -78,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
         log.warning("binding %s: the server is reachable from other machines and has no authentication", args.host)
     sock = bind_socket(args.host, args.port)
     port = sock.getsockname()[1]
-    predictor = build_predictor(args.model, backend=args.backend, precision=args.precision, threads=args.threads,
+    threads = args.threads if args.threads is not None else default_serve_threads(usable_cores(), args.backend)
+    predictor = build_predictor(args.model, backend=args.backend, precision=args.precision, threads=threads,
                                 max_batch=settings.max_batch)
     app = create_app(predictor, settings)
     Console(stderr=True).print(

@@ -324,6 +324,19 @@ def add_info_routes(app: Any, predictor: Any, settings: ServerSettings, batcher:
 
 
 # -- running it -------------------------------------------------------------------------------
+def default_serve_threads(cores: int, backend: str) -> Optional[int]:
+    """CPU threads of the serving predictor when ``--threads`` is not given: every core but one.
+
+    The spare core decodes uploads and runs the HTTP loop. With every core in the predictor's
+    OpenMP regions, a region waits for the core busy decoding a large upload, and a normal
+    request's p99 behind four 36-megapixel PNGs went from 1.2-1.9x to 3.6x its unloaded p99 on
+    two cores (``bench serve-abuse``). GPU backends take the math library's default.
+    """
+    if backend not in ("cpu", "cpu-plain"):
+        return None
+    return max(1, int(cores) - 1)
+
+
 def build_predictor(model_dir: str, *, backend: str = "cpu", precision: str = "fp32", threads: Optional[int] = None,
                     max_batch: int = 8, warmup: bool = True) -> Any:
     """A Predictor for serving: batch size ``max_batch``, warmed up at every padded batch size."""
