@@ -302,29 +302,18 @@ def compare_strategies(objective: ReplayObjective, configs: Sequence[StrategyCon
             curves.append(curve)
             if n is not None:
                 times.append(elapsed)
-        filled = np.array([c if c is not None else max_trials + 1 for c in counts], dtype=float)
-        q1, median, q3 = (float(v) for v in np.percentile(filled, [25, 50, 75]))
+        stats = _cost_stats([None if c is None else float(c) for c in counts], max_trials, times, budgets)
         rows.append({
             "label": config.label,
             "strategy": config.name,
             "options": dict(config.options),
             "trials": counts,
-            "fte": [None if c is None else float(c) for c in counts],
-            "reached": sum(c is not None for c in counts),
-            "median": median,
-            "q1": q1,
-            "q3": q3,
-            "iqr": q3 - q1,
-            "mean": float(filled.mean()),
-            "median_time_s": float(np.median(times)) if times else None,
-            "median_trials": median,
-            "median_fte": median,
-            "iqr_fte": q3 - q1,
+            **stats,
+            "median_trials": stats["median"],
             "median_epochs": None,
-            "reached_share": {str(b): sum(c is not None and c <= b for c in counts) / seeds for b in budgets},
             "best_so_far": _band(curves, curve_trials),
         })
-        log.debug("%s: median %.1f trials (IQR %.1f) over %d seeds", config.label, median, q3 - q1, seeds)
+        log.debug("%s: median %.1f trials (IQR %.1f) over %d seeds", config.label, stats["median"], stats["iqr"], seeds)
     return {
         "journal": str(objective.path),
         "best": best,
@@ -348,33 +337,39 @@ def _multi_fidelity_row(objective: ReplayObjective, config: StrategyConfig, spac
     for seed in range(seeds):
         strategy = make_multi_fidelity_strategy(config.name, space, seed=seed, **options)
         runs.append(multi_fidelity_to_target(strategy, objective, target, max_trials, curve_fte=curve_trials))
-    ftes = [r.reached_fte for r in runs]
-    filled = np.array([f if f is not None else max_trials + 1 for f in ftes], dtype=float)
-    q1, median, q3 = (float(v) for v in np.percentile(filled, [25, 50, 75]))
     configs = np.array([r.reached_configs if r.reached_configs is not None else space.size() + 1 for r in runs], dtype=float)
-    max_epochs = options["max_epochs"]
     times = [r.elapsed_s for r in runs if r.reached_fte is not None]
-    log.debug("%s: median %.2f FTE (IQR %.2f) over %d seeds", config.label, median, q3 - q1, seeds)
+    stats = _cost_stats([r.reached_fte for r in runs], max_trials, times, budgets)
+    log.debug("%s: median %.2f FTE (IQR %.2f) over %d seeds", config.label, stats["median"], stats["iqr"], seeds)
     return {
         "label": config.label,
         "strategy": config.name,
         "options": options,
         "trials": [r.reached_configs for r in runs],
-        "fte": ftes,
-        "reached": sum(f is not None for f in ftes),
-        "median": median,
-        "q1": q1,
-        "q3": q3,
-        "iqr": q3 - q1,
+        **stats,
+        "median_trials": float(np.median(configs)),
+        "median_epochs": stats["median"] * options["max_epochs"],
+        "rungs": make_multi_fidelity_strategy(config.name, space, seed=0, **options).rungs,
+        "best_so_far": _band([r.curve for r in runs], curve_trials),
+    }
+
+
+def _cost_stats(costs: list[Optional[float]], max_cost: int, times: list[float], budgets) -> dict[str, Any]:
+    """Median, quartiles, reach shares and median time over seeds of the cost (FTE) to the target.
+
+    A seed that never got there (None) counts as ``max_cost + 1``, so failures pull the median up.
+    """
+    filled = np.array([c if c is not None else max_cost + 1 for c in costs], dtype=float)
+    q1, median, q3 = (float(v) for v in np.percentile(filled, [25, 50, 75]))
+    return {
+        "fte": costs,
+        "reached": sum(c is not None for c in costs),
+        "median": median, "q1": q1, "q3": q3, "iqr": q3 - q1,
         "mean": float(filled.mean()),
         "median_time_s": float(np.median(times)) if times else None,
-        "median_trials": float(np.median(configs)),
         "median_fte": median,
         "iqr_fte": q3 - q1,
-        "median_epochs": median * max_epochs,
-        "rungs": make_multi_fidelity_strategy(config.name, space, seed=0, **options).rungs,
-        "reached_share": {str(b): sum(f is not None and f <= b for f in ftes) / seeds for b in budgets},
-        "best_so_far": _band([r.curve for r in runs], curve_trials),
+        "reached_share": {str(b): sum(c is not None and c <= b for c in costs) / len(costs) for b in budgets},
     }
 
 
