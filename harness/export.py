@@ -251,7 +251,8 @@ def _export(source, out_dir, *, overwrite: bool = False, parity_inputs: Any = No
     model = load_trained_model(result, into=_traced_layer(result.config.model, result.num_classes, input_spec))
     batch, input_kind = _parity_batch(spec, parity_inputs)
     # Dygraph reference first (a traced layer runs its dygraph forward with to_static off).
-    to_static = paddle.jit.api.ProgramTranslator.get_instance().enable_to_static
+    translator = getattr(paddle.jit.api, "ProgramTranslator", None)  # its state is not public API
+    to_static = translator.get_instance().enable_to_static if translator is not None else True
     paddle.jit.enable_to_static(False)
     try:
         with paddle.no_grad():
