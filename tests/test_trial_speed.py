@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from bench.perf.trial_speed import compare
+from bench.perf.trial_speed import compare, merge_passes
 
 
 def _search(trials):
@@ -25,6 +25,29 @@ def test_compare_pairs_trials_by_params():
     assert result["median_speedup"] == pytest.approx((4.0 + 4.0) / 2)
     assert result["total_speedup"] == pytest.approx(180.0 / 45.0)
     assert result["mean_abs_diff_points"] == pytest.approx((1.0 + 2.0) / 2)
+
+
+def test_merge_passes_means_seconds_and_keeps_every_pass():
+    a, b = {"lr": 0.1}, {"lr": 0.01}
+    first = _search([(a, 100.0, 0.50, 10.0), (b, 80.0, 0.70, 12.0)])
+    second = _search([(a, 120.0, 0.50, 14.0)])  # b is missing from this pass: dropped
+    merged = merge_passes([first, second])
+    assert merged["passes"] == 2 and list(merged["trials"]) == [json.dumps(a, sort_keys=True)]
+    row = merged["trials"][json.dumps(a, sort_keys=True)]
+    assert row["seconds"] == pytest.approx(110.0) and row["pass_seconds"] == [100.0, 120.0]
+    assert row["train_images_per_s"] == pytest.approx(12.0) and row["val_top1_per_pass"] == [0.50, 0.50]
+    assert merge_passes([first]) is first
+
+
+def test_abba_cancels_a_linear_drift():
+    """Trials slow down by 10 % per pass; the abba mean gives both sides the same drift."""
+    a = {"lr": 0.1}
+    drift = [1.0, 1.1, 1.2, 1.3]  # pass order: baseline, new, new, baseline
+    base = merge_passes([_search([(a, 100.0 * drift[0], 0.5, 1.0)]), _search([(a, 100.0 * drift[3], 0.5, 1.0)])])
+    new = merge_passes([_search([(a, 25.0 * drift[1], 0.5, 1.0)]), _search([(a, 25.0 * drift[2], 0.5, 1.0)])])
+    assert compare(base, new)["median_speedup"] == pytest.approx(4.0)
+    one_way = compare(_search([(a, 100.0 * drift[0], 0.5, 1.0)]), _search([(a, 25.0 * drift[1], 0.5, 1.0)]))
+    assert one_way["median_speedup"] == pytest.approx(4.0 / 1.1)
 
 
 @pytest.mark.slow
@@ -49,4 +72,10 @@ def test_trial_speed_runs_both_searches(image_folder_dataset, tmp_path, capsys):
     for label in ("baseline", "new"):
         warm = json.loads((out / f"{label}-warm-up" / "search.json").read_text())
         assert warm["strategy"] == "fixed" and warm["extra"]["base_config"]["max_steps_per_epoch"] == 1
-        assert set(result["searches"][label]["trials"]) == {'{"lr": 0.003}'}
+    # The default order is abba: baseline, new, new, baseline, each trial timed as the mean of its passes.
+    assert result["order"] == "abba" and list(result["searches"]) == ["baseline-1", "new-1", "new-2", "baseline-2"]
+    for name, search in result["searches"].items():
+        assert set(search["trials"]) == {'{"lr": 0.003}'}, name
+    per_pass = [result["searches"][n]["trials"]['{"lr": 0.003}']["seconds"] for n in ("baseline-1", "baseline-2")]
+    assert result["rows"][0]["baseline_s"] == pytest.approx(sum(per_pass) / 2)
+    assert len(result["per_pass"]) == 2 and all(p["median_speedup"] > 0 for p in result["per_pass"])

@@ -27,7 +27,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "0.2, no latency measurement; none: only the flags after --flags (reference)")
     parser.add_argument("--flags", nargs=argparse.REMAINDER, default=[],
                         help="further `bench search` flags for both runs, after the recipe's (they win)")
-    parser.add_argument("--order", choices=["baseline-first", "new-first"], default="baseline-first")
+    parser.add_argument("--order", choices=["baseline-first", "new-first", "abba"], default="abba",
+                        help="order of the timed searches; abba runs baseline, new, new, baseline and times each "
+                             "trial as the mean of its two passes, so a linear drift of the machine's speed "
+                             "costs both sides alike (abba)")
     parser.add_argument("--no-warm-up", dest="warm_up", action="store_false",
                         help="skip the untimed one-step trial per side that builds its native op first")
     parser.add_argument("--out-dir", help="keep both searches and trial_speed.json here (default: a temporary folder)")
@@ -68,5 +71,7 @@ def run(args: argparse.Namespace) -> int:
     console.print(table)
     console.print(f"median speed-up {result['median_speedup']:.2f}x, total {result['total_speedup']:.2f}x; "
                   f"mean |Δ val top-1| {result['mean_abs_diff_points']:.2f} points; written {out_dir / 'trial_speed.json'}")
+    for i, p in enumerate(result.get("per_pass", []), 1):
+        console.print(f"  pass {i} alone: median speed-up {p['median_speedup']:.2f}x, total {p['total_speedup']:.2f}x")
     console.print(f"environment: {result['environment']}")
     return 0

@@ -41,6 +41,16 @@ POINTS = {
 }
 
 
+# The order of the timed searches. ``abba`` runs baseline, new, new, baseline and times each
+# trial as the mean of its two passes: a drift of the machine's speed that is linear over the
+# run then costs both sides alike (the VM's speed drifts 10-20 % within minutes).
+ORDERS = {
+    "baseline-first": ("baseline", "new"),
+    "new-first": ("new", "baseline"),
+    "abba": ("baseline", "new", "new", "baseline"),
+}
+
+
 @dataclass(frozen=True)
 class TrialSpeedConfig:
     """What to run: dataset, points, recipe flags, the baseline, and where the searches go."""
@@ -58,8 +68,8 @@ class TrialSpeedConfig:
     def __post_init__(self) -> None:
         if self.points not in POINTS:
             raise TlbenchError(f"points must be one of {sorted(POINTS)}, got {self.points!r}")
-        if self.order not in ("baseline-first", "new-first"):
-            raise TlbenchError(f"order must be baseline-first or new-first, got {self.order!r}")
+        if self.order not in ORDERS:
+            raise TlbenchError(f"order must be one of {', '.join(ORDERS)}, got {self.order!r}")
 
 
 def run_search_process(bench: Sequence[str], env: dict[str, str], cfg: TrialSpeedConfig, name: str,
@@ -102,6 +112,28 @@ def read_trials(run_dir: Path) -> dict[str, dict[str, Any]]:
             "train_images_per_s": statistics.median(h["train_images_per_s"] for h in history) if history else None,
         }
     return trials
+
+
+def merge_passes(passes: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One side's searches run more than once, as one: each trial's seconds are the mean over the
+    passes (``pass_seconds`` keeps them all); its val top-1 is the first pass's, and
+    ``val_top1_per_pass`` records every pass's (training is deterministic, so they should agree).
+    Only trials present in every pass are kept."""
+    if len(passes) == 1:
+        return passes[0]
+    keys = [k for k in passes[0]["trials"] if all(k in p["trials"] for p in passes[1:])]
+    trials = {}
+    for key in keys:
+        runs = [p["trials"][key] for p in passes]
+        ips = [r["train_images_per_s"] for r in runs if r.get("train_images_per_s") is not None]
+        trials[key] = {
+            **runs[0],
+            "seconds": statistics.fmean(r["seconds"] for r in runs),
+            "pass_seconds": [r["seconds"] for r in runs],
+            "val_top1_per_pass": [r["val_top1"] for r in runs],
+            "train_images_per_s": statistics.fmean(ips) if ips else None,
+        }
+    return {"trials": trials, "passes": len(passes)}
 
 
 def compare(baseline: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
@@ -153,15 +185,27 @@ def compare_trials(cfg: TrialSpeedConfig) -> dict[str, Any]:
         baseline = ([cfg.baseline_bench], baseline_env, cfg.baseline_bench)
     else:
         baseline = (here, {**env, "TLBENCH_FAST_TRIALS": "0"}, "this code with TLBENCH_FAST_TRIALS=0")
-    runs = [("baseline", baseline[0], baseline[1]), ("new", here, {**env, "TLBENCH_FAST_TRIALS": "1"})]
-    if cfg.order == "new-first":
-        runs.reverse()
+    sides = {"baseline": (baseline[0], baseline[1]), "new": (here, {**env, "TLBENCH_FAST_TRIALS": "1"})}
+    order = ORDERS[cfg.order]
     if cfg.warm_up:
-        for label, cmd, e in runs:
-            run_search_process(cmd, e, cfg, f"{label}-warm-up", None)
-    searches = {label: run_search_process(cmd, e, cfg, label, space) for label, cmd, e in runs}
+        for label in dict.fromkeys(order):
+            run_search_process(*sides[label], cfg, f"{label}-warm-up", None)
+    searches: dict[str, dict[str, Any]] = {}
+    passes: dict[str, list[dict[str, Any]]] = {"baseline": [], "new": []}
+    for label in order:
+        n = len(passes[label]) + 1
+        name = label if order.count(label) == 1 else f"{label}-{n}"
+        searches[name] = run_search_process(*sides[label], cfg, name, space)
+        passes[label].append(searches[name])
+    result = compare(merge_passes(passes["baseline"]), merge_passes(passes["new"]))
+    if cfg.order == "abba":
+        # Each pass pair on its own too: baseline-1 vs new-1 and new-2 vs baseline-2.
+        result["per_pass"] = [
+            {k: v for k, v in compare(passes["baseline"][i], passes["new"][i]).items() if k != "rows"}
+            for i in range(2)
+        ]
     return {
         "points": cfg.points, "recipe": list(cfg.recipe), "dataset": cfg.dataset, "data_root": cfg.data_root,
-        "baseline": baseline[2], "order": cfg.order, "warm_up": cfg.warm_up, **compare(searches["baseline"], searches["new"]),
+        "baseline": baseline[2], "order": cfg.order, "warm_up": cfg.warm_up, **result,
         "searches": searches, "environment": machine_facts(),
     }
