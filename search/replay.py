@@ -10,7 +10,9 @@ run), the top rung from the trial's value. Cost is counted in epochs and full-tr
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +23,7 @@ import numpy as np
 from common.errors import ConfigError, TlbenchError
 
 from .journal import JOURNAL_NAME, META_NAME, SearchMeta, load_meta, load_trials
-from .space import Space, point_key
+from .space import Categorical, Space, point_key
 from .multifidelity import MultiFidelityStrategy, is_multi_fidelity, make_multi_fidelity_strategy
 from .strategies import Strategy, make_strategy
 from .trial import Trial, TrialState
@@ -389,6 +391,41 @@ def missing_points(objective: ReplayObjective, space: Space) -> int:
         except ConfigError:  # a point of another space: it cannot stand for a grid point
             continue
     return size - len(held)
+
+
+def restrict_space(space: Space, specs: Sequence[str]) -> Space:
+    """``space`` with some discrete dimensions cut down to the listed values: ``NAME=V1,V2,...`` each.
+
+    What a strategy would cost if it knew part of the answer (an oracle), e.g. ``lr=0.03``:
+    replayed over the sub-grid, with the target still taken from the whole journal's best.
+    Raises ConfigError naming the spec when the name is not a discrete dimension of ``space``
+    or a value is not one of its choices.
+    """
+    cut: dict[str, list[Any]] = {}
+    for spec in specs:
+        name, eq, raw = spec.partition("=")
+        name = name.strip()
+        if not eq or not raw.strip():
+            raise ConfigError(f"--restrict {spec!r}: expected NAME=VALUE[,VALUE...]")
+        if name not in space:
+            raise ConfigError(f"--restrict {spec!r}: the space has no dimension {name!r} (it has {space.names})")
+        if name in cut:
+            raise ConfigError(f"--restrict {spec!r}: {name!r} is restricted twice")
+        dim = space[name]
+        if not dim.is_discrete:
+            raise ConfigError(f"--restrict {spec!r}: {name!r} is continuous; only discrete dimensions can be restricted")
+        values = []
+        for item in raw.split(","):
+            value = _parse_scalar(item.strip())
+            matches = [c for c in dim.values() if json.dumps(c) == json.dumps(value)
+                       or (not isinstance(c, bool) and not isinstance(value, bool) and isinstance(c, (int, float))
+                           and isinstance(value, (int, float)) and math.isclose(float(c), float(value), rel_tol=1e-9))]
+            if not matches:
+                raise ConfigError(f"--restrict {spec!r}: {item.strip()!r} is not one of {name!r}'s values {dim.values()}")
+            if matches[0] not in values:
+                values.append(matches[0])
+        cut[name] = values
+    return Space([(name, Categorical(cut[name]) if name in cut else dim) for name, dim in space.items()])
 
 
 def parse_strategy_configs(specs: Sequence[str]) -> list[StrategyConfig]:

@@ -465,3 +465,38 @@ def test_compare_strategies_counts_missing_points_and_refuses_sparse_or_continuo
     continuous = Space({"lr": Real(1e-3, 0.1, log=True), "l2_decay": Categorical([1e-4]), "mixup": Boolean()})
     with pytest.raises(ConfigError, match="continuous"):
         compare_strategies(partial_grid("full", 6), configs, seeds=2, within=10.0, space=continuous)
+
+
+def test_restrict_space_cuts_dimensions_to_listed_values():
+    from search.replay import restrict_space
+
+    space = default_space()
+    cut = restrict_space(space, ["lr=0.03,0.1", "mixup=true"])
+    assert cut["lr"].values() == [0.03, 0.1] and cut["mixup"].values() == [True]
+    assert cut["l2_decay"] == space["l2_decay"] and cut.size() == 2 * 7 * 2 * 1
+    assert restrict_space(space, ["lr=3e-2"])["lr"].values() == [0.03]  # numbers compare by value
+    for bad, match in [(["lr"], "expected NAME=VALUE"), (["momentum=0.9"], "has no dimension 'momentum'"),
+                       (["lr=0.5"], "'0.5' is not one of 'lr'"), (["lr=0.1", "lr=0.03"], "restricted twice"),
+                       (["mixup=1"], "'1' is not one of 'mixup'")]:
+        with pytest.raises(ConfigError, match=match):
+            restrict_space(space, bad)
+
+
+def test_bench_replay_restrict_replays_the_sub_grid_against_the_whole_best(grid_run, capsys):
+    best = ReplayObjective(grid_run).best_value
+    optimum = ANALYTIC_OPTIMUM
+    # Knowing the optimum's lr and l2 leaves 4 points: random search reaches it within 4 trials.
+    rc = main(["replay", str(grid_run), "--strategies", "random", "--seeds", "5", "--within", "0", "--json",
+               "--restrict", f"lr={optimum['lr']}", f"l2_decay={optimum['l2_decay']}"])
+    assert rc == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["grid_size"] == 4 and result["best"] == pytest.approx(best)
+    assert result["restrict"] == [f"lr={optimum['lr']}", f"l2_decay={optimum['l2_decay']}"]
+    assert all(1 <= n <= 4 for n in result["strategies"][0]["trials"])
+    # A sub-grid without the optimum never reaches the whole journal's best.
+    other_lr = next(v for v in default_space()["lr"].values() if v != optimum["lr"])
+    assert main(["replay", str(grid_run), "--strategies", "random", "--seeds", "2", "--within", "0", "--json",
+                 "--restrict", f"lr={other_lr}"]) == 0
+    assert json.loads(capsys.readouterr().out)["strategies"][0]["reached"] == 0
+    assert main(["replay", str(grid_run), "--restrict", "lr=7"]) == 2
+    assert "'7' is not one of 'lr'" in capsys.readouterr().err

@@ -29,13 +29,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="report the share of seeds within each of these many trials (default 8 12 20); the "
                              "best-so-far curves run to the largest")
     parser.add_argument("--plot", default=None, metavar="PNG", help="also draw best-so-far vs cost to this PNG")
+    parser.add_argument("--restrict", nargs="+", default=[], metavar="NAME=V[,V...]",
+                        help="replay over a sub-grid, e.g. lr=0.03: what a strategy costs when it knows part of "
+                             "the answer (the target stays the whole journal's best)")
     parser.add_argument("--out", default=None, help="also write the JSON result to this file")
     parser.add_argument("--json", action="store_true", help="print the JSON result instead of a table")
 
 
 def run(args: argparse.Namespace) -> int:
     """Replay every strategy over the seeds and print the table (or JSON)."""
-    from search.replay import ReplayObjective, compare_strategies, parse_strategy_configs
+    from search.replay import ReplayObjective, compare_strategies, parse_strategy_configs, restrict_space
 
     at_least(args.seeds, "--seeds", 1)
     at_least(args.within, "--within", 0)
@@ -47,9 +50,12 @@ def run(args: argparse.Namespace) -> int:
     values = [t.value for t in objective.trials if t.value is not None]
     fractions = all(0.0 <= v <= 1.0 for v in values)
     within = args.within / 100.0 if fractions else args.within
+    space = restrict_space(objective.space, args.restrict) if args.restrict else None
     result = compare_strategies(objective, parse_strategy_configs(args.strategies), seeds=args.seeds,
-                                within=within, max_trials=args.max_trials, budgets=args.budgets)
+                                within=within, max_trials=args.max_trials, budgets=args.budgets, space=space)
     result["within_points"] = args.within
+    if args.restrict:
+        result["restrict"] = list(args.restrict)
     if args.plot:
         from bench.replay_plot import plot_best_so_far
 
@@ -65,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
 
     scale = 100.0 if fractions else 1.0
     table = Table(title=f"Cost in full-trial equivalents (FTE = epochs / max epochs) to come within {args.within:g} points of the best "
-                        f"({result['best'] * scale:.2f}) of {result['journal']}, {args.seeds} seeds")
+                        f"({result['best'] * scale:.2f}) of {result['journal']}, {args.seeds} seeds"
+                        + (f", sub-grid {' '.join(args.restrict)}" if args.restrict else ""))
     budgets = [str(b) for b in result["budgets"]]
     for column in ("strategy", "median FTE", "IQR (q1-q3)", "median trials", "reached",
                    *(f"within {b} FTE" for b in budgets), "median search time"):
