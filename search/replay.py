@@ -10,9 +10,7 @@ run), the top rung from the trial's value. Cost is counted in epochs and full-tr
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -417,13 +415,15 @@ def restrict_space(space: Space, specs: Sequence[str]) -> Space:
         values = []
         for item in raw.split(","):
             value = _parse_scalar(item.strip())
-            matches = [c for c in dim.values() if json.dumps(c) == json.dumps(value)
-                       or (not isinstance(c, bool) and not isinstance(value, bool) and isinstance(c, (int, float))
-                           and isinstance(value, (int, float)) and math.isclose(float(c), float(value), rel_tol=1e-9))]
-            if not matches:
-                raise ConfigError(f"--restrict {spec!r}: {item.strip()!r} is not one of {name!r}'s values {dim.values()}")
-            if matches[0] not in values:
-                values.append(matches[0])
+            try:
+                if isinstance(dim, Categorical):
+                    value = dim.canonical(value)
+                elif not dim.contains(value):
+                    raise ConfigError(str(value))
+            except ConfigError:
+                raise ConfigError(f"--restrict {spec!r}: {item.strip()!r} is not one of {name!r}'s values {dim.values()}") from None
+            if value not in values:
+                values.append(value)
         cut[name] = values
     return Space([(name, Categorical(cut[name]) if name in cut else dim) for name, dim in space.items()])
 
