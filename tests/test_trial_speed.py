@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from bench.perf.trial_speed import compare, merge_passes
+from bench.perf.trial_speed import TrialSpeedConfig, compare, merge_passes, seed_means
+from common.errors import TlbenchError
 
 
 def _search(trials):
@@ -50,6 +51,34 @@ def test_abba_cancels_a_linear_drift():
     assert one_way["median_speedup"] == pytest.approx(4.0 / 1.1)
 
 
+def test_seed_means_compare_points_by_their_mean_over_seeds(tmp_path):
+    corner, other = {"lr": 0.1, "mixup": False}, {"lr": 0.0001, "mixup": False}
+    rows = [{"params": {**corner, "seed": s}, "baseline_val_top1": b, "new_val_top1": n}
+            for s, b, n in [(1, 0.90, 0.80), (0, 0.70, 0.84), (2, 0.80, 0.86)]]
+    rows.append({"params": {**other, "seed": 0}, "baseline_val_top1": 0.10, "new_val_top1": 0.11})
+    rows.append({"params": {**other, "seed": 1}, "baseline_val_top1": None, "new_val_top1": 0.2})  # not scored: left out
+    result = seed_means(rows)
+    first, second = result["points"]
+    assert first["params"] == corner and first["seeds"] == [0, 1, 2]
+    assert first["baseline"] == [0.70, 0.90, 0.80] and first["new"] == [0.84, 0.80, 0.86]
+    assert first["abs_diff_points"] == pytest.approx(abs(0.80 - 0.8333333) * 100, abs=1e-4)
+    assert first["sd_baseline"] == pytest.approx(0.1)
+    assert first["se_diff_points"] == pytest.approx(((0.1 ** 2 + first["sd_new"] ** 2) / 3) ** 0.5 * 100)
+    assert second["seeds"] == [0] and second["sd_new"] is None and second["se_diff_points"] is None
+    assert result["mean_abs_diff_points"] == pytest.approx((first["abs_diff_points"] + 1.0) / 2)
+
+
+def test_seeds_add_a_seed_dimension_to_the_points(tmp_path):
+    import yaml
+
+    cfg = TrialSpeedConfig(dataset="folder", data_root=None, out_dir=tmp_path, seeds=(0, 3))
+    assert yaml.safe_load(cfg.space_yaml())["dimensions"] == {"lr": [0.1, 0.0001], "mixup": [True, False], "seed": [0, 3]}
+    assert "seed" not in yaml.safe_load(TrialSpeedConfig(dataset="folder", data_root=None, out_dir=tmp_path).space_yaml())["dimensions"]
+    for bad in [(1, 1), (-1,), (True,)]:
+        with pytest.raises(TlbenchError, match="seeds must be distinct non-negative integers"):
+            TrialSpeedConfig(dataset="folder", data_root=None, out_dir=tmp_path, seeds=bad)
+
+
 @pytest.mark.slow
 def test_trial_speed_runs_both_searches(image_folder_dataset, tmp_path, capsys):
     from bench.cli import main
@@ -57,12 +86,12 @@ def test_trial_speed_runs_both_searches(image_folder_dataset, tmp_path, capsys):
     root = image_folder_dataset({"train": 6, "test": 2}, name="ts")
     out = tmp_path / "ts-out"
     code = main(["trial-speed", "--dataset", "folder", "--data-root", str(root), "--points", "fixed",
-                 "--recipe", "none", "--out-dir", str(out), "--json", "--flags", "--model", "ResNet_tiny",
+                 "--recipe", "none", "--out-dir", str(out), "--json", "--seeds", "0", "1", "--flags", "--model", "ResNet_tiny",
                  "--image-size", "32", "--epochs", "1", "--freeze", "2", "--latency-seconds", "0",
                  "--val-fraction", "0.34"])
     assert code == 0
     result = json.loads(capsys.readouterr().out)
-    assert len(result["rows"]) == 1 and result["rows"][0]["params"] == {"lr": 0.003}
+    assert [r["params"] for r in result["rows"]] == [{"lr": 0.003, "seed": 0}, {"lr": 0.003, "seed": 1}]
     assert result["rows"][0]["new_s"] > 0 and result["rows"][0]["baseline_s"] > 0
     assert result["baseline"].endswith("TLBENCH_FAST_TRIALS=0")
     assert "cpu_model" in result["environment"] and "cpu_flags" in result["environment"]
@@ -74,8 +103,14 @@ def test_trial_speed_runs_both_searches(image_folder_dataset, tmp_path, capsys):
         assert warm["strategy"] == "fixed" and warm["extra"]["base_config"]["max_steps_per_epoch"] == 1
     # The default order is abba: baseline, new, new, baseline, each trial timed as the mean of its passes.
     assert result["order"] == "abba" and list(result["searches"]) == ["baseline-1", "new-1", "new-2", "baseline-2"]
+    keys = {'{"lr": 0.003, "seed": 0}', '{"lr": 0.003, "seed": 1}'}
     for name, search in result["searches"].items():
-        assert set(search["trials"]) == {'{"lr": 0.003}'}, name
-    per_pass = [result["searches"][n]["trials"]['{"lr": 0.003}']["seconds"] for n in ("baseline-1", "baseline-2")]
+        assert set(search["trials"]) == keys, name
+    per_pass = [result["searches"][n]["trials"]['{"lr": 0.003, "seed": 0}']["seconds"] for n in ("baseline-1", "baseline-2")]
     assert result["rows"][0]["baseline_s"] == pytest.approx(sum(per_pass) / 2)
     assert len(result["per_pass"]) == 2 and all(p["median_speedup"] > 0 for p in result["per_pass"])
+    # Both seeds of the one point, compared by their means.
+    assert result["seeds"] == [0, 1]
+    [point] = result["seed_means"]["points"]
+    assert point["params"] == {"lr": 0.003} and point["seeds"] == [0, 1]
+    assert point["new"] == [r["new_val_top1"] for r in result["rows"]]

@@ -31,6 +31,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="order of the timed searches; abba runs baseline, new, new, baseline and times each "
                              "trial as the mean of its two passes, so a linear drift of the machine's speed "
                              "costs both sides alike (abba)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[], metavar="SEED",
+                        help="train every point with each of these training seeds and compare val top-1 by its "
+                             "mean over the seeds (per point: both means, SDs, |difference| and its standard "
+                             "error); default: the recipe's seed only")
     parser.add_argument("--no-warm-up", dest="warm_up", action="store_false",
                         help="skip the untimed one-step trial per side that builds its native op first")
     parser.add_argument("--out-dir", help="keep both searches and trial_speed.json here (default: a temporary folder)")
@@ -47,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     recipe = (list(REFERENCE_RECIPE) if args.recipe == "reference" else []) + list(args.flags)
     result = compare_trials(TrialSpeedConfig(
         dataset=dataset, data_root=data_root, out_dir=out_dir, points=args.points, recipe=recipe,
-        baseline_bench=args.baseline_bench, order=args.order, warm_up=args.warm_up,
+        baseline_bench=args.baseline_bench, order=args.order, warm_up=args.warm_up, seeds=tuple(args.seeds),
     ))
     (out_dir / "trial_speed.json").write_text(json.dumps(result, indent=2))
     if args.json:
@@ -71,6 +75,12 @@ def run(args: argparse.Namespace) -> int:
     console.print(table)
     console.print(f"median speed-up {result['median_speedup']:.2f}x, total {result['total_speedup']:.2f}x; "
                   f"mean |Δ val top-1| {result['mean_abs_diff_points']:.2f} points; written {out_dir / 'trial_speed.json'}")
+    if "seed_means" in result:
+        for p in result["seed_means"]["points"]:
+            se = "" if p["se_diff_points"] is None else f" (standard error {p['se_diff_points']:.2f})"
+            console.print(f"  {p['params']}: val top-1 mean over seeds {p['seeds']}: {p['mean_baseline']:.4f} → "
+                          f"{p['mean_new']:.4f}, |Δ| {p['abs_diff_points']:.2f} points{se}")
+        console.print(f"mean |Δ| of seed means over the points: {result['seed_means']['mean_abs_diff_points']:.2f} points")
     for i, p in enumerate(result.get("per_pass", []), 1):
         console.print(f"  pass {i} alone: median speed-up {p['median_speedup']:.2f}x, total {p['total_speedup']:.2f}x")
     console.print(f"environment: {result['environment']}")

@@ -64,12 +64,23 @@ class TrialSpeedConfig:
     order: str = "baseline-first"
     extra_env: dict[str, str] = field(default_factory=dict)
     warm_up: bool = True
+    seeds: Sequence[int] = ()  # training seeds per point (a ``seed`` dimension); empty: the recipe's seed
 
     def __post_init__(self) -> None:
         if self.points not in POINTS:
             raise TlbenchError(f"points must be one of {sorted(POINTS)}, got {self.points!r}")
         if self.order not in ORDERS:
             raise TlbenchError(f"order must be one of {', '.join(ORDERS)}, got {self.order!r}")
+        if len(set(self.seeds)) != len(self.seeds) or any(isinstance(x, bool) or not isinstance(x, int) or x < 0
+                                                          for x in self.seeds):
+            raise TlbenchError(f"seeds must be distinct non-negative integers, got {list(self.seeds)!r}")
+
+    def space_yaml(self) -> str:
+        """The grid the timed searches run: the points, times the training seeds if any."""
+        text = POINTS[self.points]
+        if self.seeds:
+            text += f"  seed: [{', '.join(str(x) for x in self.seeds)}]\n"
+        return text
 
 
 def run_search_process(bench: Sequence[str], env: dict[str, str], cfg: TrialSpeedConfig, name: str,
@@ -164,6 +175,41 @@ def compare(baseline: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def seed_means(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Val top-1 per point over training seeds, both sides: what "unchanged within noise" is judged on.
+
+    ``rows`` are :func:`compare` rows whose ``params`` may hold a ``seed``. Per point (the params
+    without the seed): both sides' values in seed order, means, sample SDs, ``abs_diff_points``
+    (|difference of the means| in points) and ``se_diff_points`` (the standard error of that
+    difference, from the two SDs). ``mean_abs_diff_points`` averages ``abs_diff_points`` over
+    the points; points with one seed give no SD."""
+    groups: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        if row.get("baseline_val_top1") is None or row.get("new_val_top1") is None:
+            continue
+        params = {k: v for k, v in row["params"].items() if k != "seed"}
+        group = groups.setdefault(json.dumps(params, sort_keys=True), {"params": params, "pairs": []})
+        group["pairs"].append((row["params"].get("seed"), row["baseline_val_top1"], row["new_val_top1"]))
+    points = []
+    for group in groups.values():
+        pairs = sorted(group["pairs"], key=lambda p: (p[0] is None, p[0] if p[0] is not None else 0))
+        base, new = [p[1] for p in pairs], [p[2] for p in pairs]
+        n = len(pairs)
+        sd_b = statistics.stdev(base) if n > 1 else None
+        sd_n = statistics.stdev(new) if n > 1 else None
+        points.append({
+            "params": group["params"], "seeds": [p[0] for p in pairs], "baseline": base, "new": new,
+            "mean_baseline": statistics.fmean(base), "mean_new": statistics.fmean(new),
+            "sd_baseline": sd_b, "sd_new": sd_n,
+            "abs_diff_points": abs(statistics.fmean(base) - statistics.fmean(new)) * 100,
+            "se_diff_points": ((sd_b ** 2 + sd_n ** 2) / n) ** 0.5 * 100 if n > 1 else None,
+        })
+    return {
+        "points": points,
+        "mean_abs_diff_points": statistics.fmean(p["abs_diff_points"] for p in points) if points else None,
+    }
+
+
 def compare_trials(cfg: TrialSpeedConfig) -> dict[str, Any]:
     """Run the baseline and this code on the same points; the comparison plus both searches' trials.
 
@@ -175,7 +221,7 @@ def compare_trials(cfg: TrialSpeedConfig) -> dict[str, Any]:
 
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
     space = cfg.out_dir / "points.yaml"
-    space.write_text(POINTS[cfg.points])
+    space.write_text(cfg.space_yaml())
     here = [sys.executable, "-m", "bench.cli"]
     env = {**os.environ, **cfg.extra_env}
     if cfg.baseline_bench:
@@ -198,6 +244,8 @@ def compare_trials(cfg: TrialSpeedConfig) -> dict[str, Any]:
         searches[name] = run_search_process(*sides[label], cfg, name, space)
         passes[label].append(searches[name])
     result = compare(merge_passes(passes["baseline"]), merge_passes(passes["new"]))
+    if cfg.seeds:
+        result["seed_means"] = seed_means(result["rows"])
     if cfg.order == "abba":
         # Each pass pair on its own too: baseline-1 vs new-1 and new-2 vs baseline-2.
         result["per_pass"] = [
@@ -206,6 +254,6 @@ def compare_trials(cfg: TrialSpeedConfig) -> dict[str, Any]:
         ]
     return {
         "points": cfg.points, "recipe": list(cfg.recipe), "dataset": cfg.dataset, "data_root": cfg.data_root,
-        "baseline": baseline[2], "order": cfg.order, "warm_up": cfg.warm_up, **result,
+        "baseline": baseline[2], "order": cfg.order, "warm_up": cfg.warm_up, "seeds": list(cfg.seeds), **result,
         "searches": searches, "environment": machine_facts(),
     }
