@@ -114,3 +114,53 @@ def test_trial_speed_runs_both_searches(image_folder_dataset, tmp_path, capsys):
     [point] = result["seed_means"]["points"]
     assert point["params"] == {"lr": 0.003} and point["seeds"] == [0, 1]
     assert point["new"] == [r["new_val_top1"] for r in result["rows"]]
+
+
+def _finished_search(run_dir, points, base_seed=0):
+    """A search directory holding COMPLETE trials: ``points`` is [(params, seconds, val_top1)]."""
+    from search.journal import META_NAME, SearchMeta
+
+    space = {name: {"type": "categorical", "choices": sorted({p[name] for p, _, _ in points}, key=str)}
+             for name in points[0][0]}
+    run_dir.mkdir(parents=True)
+    meta = SearchMeta(strategy="grid", space=space, extra={"base_config": {"seed": base_seed}})
+    (run_dir / META_NAME).write_text(json.dumps(meta.to_dict()))
+    lines = []
+    for i, (params, seconds, val) in enumerate(points, 1):
+        lines.append({"trial": i, "state": "COMPLETE" if val is not None else "FAILED", "params": params, "value": val,
+                      "metrics": {"val_top1": val, "train_history": [{"train_images_per_s": 10.0, "val_top1": val}]},
+                      "error": None, "timings": {}, "started_at": 1000.0, "finished_at": 1000.0 + seconds,
+                      "worker": 0, "written_at": 1000.0 + seconds})
+    (run_dir / "journal.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return run_dir
+
+
+def test_compare_runs_pairs_searches_with_and_without_a_seed_dimension(tmp_path, capsys):
+    from bench.cli import main
+    from bench.perf.trial_speed import compare_runs
+
+    a = {"lr": 0.1, "mixup": False}
+    # Seed 0 from searches without a seed dimension (the recipe's seed), seeds 1-2 from later ones.
+    base = [_finished_search(tmp_path / "b0", [(a, 100.0, 0.70), ({"lr": 0.1, "mixup": True}, 5.0, None)]),
+            _finished_search(tmp_path / "b12", [({**a, "seed": 1}, 90.0, 0.90), ({**a, "seed": 2}, 95.0, 0.80)])]
+    new = [_finished_search(tmp_path / "n0", [(a, 25.0, 0.84)]),
+           _finished_search(tmp_path / "n12", [({**a, "seed": 1}, 20.0, 0.80), ({**a, "seed": 2}, 21.0, 0.86)])]
+    result = compare_runs(base, new)
+    assert sorted(r["params"]["seed"] for r in result["rows"]) == [0, 1, 2]
+    assert result["not_complete"]["baseline"] == [{"run_dir": str(base[0]), "params": {"lr": 0.1, "mixup": True},
+                                                   "state": "FAILED"}]
+    [point] = result["seed_means"]["points"]
+    assert point["seeds"] == [0, 1, 2] and point["baseline"] == [0.70, 0.90, 0.80] and point["new"] == [0.84, 0.80, 0.86]
+    assert point["abs_diff_points"] == pytest.approx(abs(0.80 - (0.84 + 0.80 + 0.86) / 3) * 100)
+    # The command reads the same searches and prints the seed means.
+    out = tmp_path / "cmp"
+    assert main(["trial-speed", "--baseline-runs", *map(str, base), "--new-runs", *map(str, new),
+                 "--out-dir", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "mean |Δ| of seed means over the points" in printed
+    assert json.loads((out / "trial_speed.json").read_text())["seed_means"] == json.loads(json.dumps(result["seed_means"]))
+    # One side holding one point twice is refused, and so is one side alone.
+    with pytest.raises(TlbenchError, match="also in an earlier search"):
+        compare_runs([base[0], base[0]], new)
+    assert main(["trial-speed", "--baseline-runs", str(base[0])]) == 2
+    assert "--baseline-runs and --new-runs go together" in capsys.readouterr().err

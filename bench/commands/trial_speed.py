@@ -37,22 +37,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "error); default: the recipe's seed only")
     parser.add_argument("--no-warm-up", dest="warm_up", action="store_false",
                         help="skip the untimed one-step trial per side that builds its native op first")
+    parser.add_argument("--baseline-runs", nargs="+", metavar="DIR", default=None,
+                        help="run nothing: compare finished searches instead, these for the baseline (with "
+                             "--new-runs); trials pair by their parameters and training seed")
+    parser.add_argument("--new-runs", nargs="+", metavar="DIR", default=None,
+                        help="the finished searches of this code, with --baseline-runs")
     parser.add_argument("--out-dir", help="keep both searches and trial_speed.json here (default: a temporary folder)")
     parser.add_argument("--json", action="store_true", help="print the comparison as JSON")
 
 
 def run(args: argparse.Namespace) -> int:
     from bench.paths import BENCHMARK_DATASET
-    from bench.perf.trial_speed import REFERENCE_RECIPE, TrialSpeedConfig, compare_trials
+    from bench.perf.trial_speed import REFERENCE_RECIPE, TrialSpeedConfig, compare_runs, compare_trials
+    from common.errors import ConfigError
 
     dataset = args.dataset or "folder"
     data_root = args.data_root or (str(BENCHMARK_DATASET) if args.dataset is None else None)
     out_dir = Path(args.out_dir) if args.out_dir else Path(tempfile.mkdtemp(prefix="trial-speed-"))
-    recipe = (list(REFERENCE_RECIPE) if args.recipe == "reference" else []) + list(args.flags)
-    result = compare_trials(TrialSpeedConfig(
-        dataset=dataset, data_root=data_root, out_dir=out_dir, points=args.points, recipe=recipe,
-        baseline_bench=args.baseline_bench, order=args.order, warm_up=args.warm_up, seeds=tuple(args.seeds),
-    ))
+    if (args.baseline_runs is None) != (args.new_runs is None):
+        raise ConfigError("--baseline-runs and --new-runs go together: the finished searches of both sides")
+    if args.baseline_runs is not None:
+        result = compare_runs(args.baseline_runs, args.new_runs)
+    else:
+        recipe = (list(REFERENCE_RECIPE) if args.recipe == "reference" else []) + list(args.flags)
+        result = compare_trials(TrialSpeedConfig(
+            dataset=dataset, data_root=data_root, out_dir=out_dir, points=args.points, recipe=recipe,
+            baseline_bench=args.baseline_bench, order=args.order, warm_up=args.warm_up, seeds=tuple(args.seeds),
+        ))
+    out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "trial_speed.json").write_text(json.dumps(result, indent=2))
     if args.json:
         print(json.dumps(result, indent=2))

@@ -125,6 +125,34 @@ def read_trials(run_dir: Path) -> dict[str, dict[str, Any]]:
     return trials
 
 
+def read_runs(run_dirs: Sequence[Path]) -> dict[str, Any]:
+    """One side's trials from searches already run, as one search (for :func:`compare`).
+
+    Each trial's parameters get the training ``seed`` its search trained with when the space did
+    not set one (from ``search.json``'s base config), so searches with and without a seed
+    dimension pair up. Only COMPLETE trials are read; the others are listed in ``not_complete``
+    (a point that failed and was run again in a later search pairs on its COMPLETE run).
+    Raises TlbenchError when two searches hold the same COMPLETE point."""
+    from search.journal import load_meta
+
+    trials: dict[str, dict[str, Any]] = {}
+    not_complete = []
+    for run_dir in run_dirs:
+        base_seed = load_meta(run_dir).extra.get("base_config", {}).get("seed")
+        for trial in read_trials(Path(run_dir)).values():
+            if trial["state"] != "COMPLETE":
+                not_complete.append({"run_dir": str(run_dir), "params": trial["params"], "state": trial["state"]})
+                continue
+            params = dict(trial["params"])
+            if "seed" not in params and base_seed is not None:
+                params["seed"] = base_seed
+            key = json.dumps(params, sort_keys=True)
+            if key in trials:
+                raise TlbenchError(f"{run_dir}: point {params} is also in an earlier search of the same side")
+            trials[key] = {**trial, "params": params, "run_dir": str(run_dir)}
+    return {"trials": trials, "run_dirs": [str(d) for d in run_dirs], "not_complete": not_complete}
+
+
 def merge_passes(passes: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """One side's searches run more than once, as one: each trial's seconds are the mean over the
     passes (``pass_seconds`` keeps them all); its val top-1 is the first pass's, and
@@ -207,6 +235,21 @@ def seed_means(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return {
         "points": points,
         "mean_abs_diff_points": statistics.fmean(p["abs_diff_points"] for p in points) if points else None,
+    }
+
+
+def compare_runs(baseline_dirs: Sequence[str | Path], new_dirs: Sequence[str | Path]) -> dict[str, Any]:
+    """:func:`compare` and :func:`seed_means` over searches already run (e.g. more training seeds
+    added by later searches): each side's trials from several search directories."""
+    from common.machine import machine_facts
+
+    baseline = read_runs([Path(d) for d in baseline_dirs])
+    new = read_runs([Path(d) for d in new_dirs])
+    result = compare(baseline, new)
+    return {
+        "baseline": "finished searches", "baseline_runs": baseline["run_dirs"], "new_runs": new["run_dirs"],
+        "not_complete": {"baseline": baseline["not_complete"], "new": new["not_complete"]},
+        **result, "seed_means": seed_means(result["rows"]), "environment": machine_facts(),
     }
 
 
