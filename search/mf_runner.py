@@ -26,7 +26,6 @@ from __future__ import annotations
 import concurrent.futures as cf
 import logging
 import time
-import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -36,7 +35,7 @@ from common.validate import optional_positive_int
 
 from .journal import Journal, SearchMeta
 from .multifidelity import MultiFidelityStrategy, RungJob, make_multi_fidelity_strategy
-from .runner import SearchResult, TrialContext, _execute_trial, _Outcome, check_execution, make_executor
+from .runner import SearchResult, TrialContext, _execute_trial, check_execution, drive, make_executor, outcome_of
 from .space import point_key
 from .trial import Trial, TrialState
 
@@ -137,7 +136,6 @@ def run_multi_fidelity_search(
     next_id = journal.next_trial_id()
     active: dict[cf.Future, tuple[Trial, RungJob]] = {}
     free_slots = list(range(workers))
-    interrupted = False
     n_new = 0
 
     def start(trial_id: int, job: RungJob) -> None:
@@ -153,14 +151,7 @@ def run_multi_fidelity_search(
         trial, job = active.pop(future)
         free_slots.append(trial.worker)
         free_slots.sort()
-        try:
-            outcome: _Outcome = future.result()
-        except KeyboardInterrupt:
-            raise
-        except BaseException as exc:  # noqa: BLE001 - a dead worker process fails its job only
-            outcome = _Outcome(TrialState.FAILED.value, error=f"worker failed: {type(exc).__name__}: {exc}",
-                               traceback="".join(traceback.format_exception(exc)),
-                               started_at=trial.started_at or time.time(), finished_at=time.time())
+        outcome = outcome_of(future, trial.started_at)
         state = TrialState(outcome.state)
         if state is TrialState.COMPLETE and not job.top:
             state = TrialState.PRUNED  # paused at a lower rung; a promotion continues it
@@ -176,35 +167,24 @@ def run_multi_fidelity_search(
         if on_trial_end is not None:
             on_trial_end(final)
 
-    try:
-        while True:
-            while free_slots and retry:
-                start(*retry.pop(0))
-            while free_slots:
-                if n_trials is not None and strategy.n_configs >= n_trials:
-                    strategy.stop_new()
-                job = strategy.ask()
-                if job is None:
-                    break
-                trial_id = ids.get(job.key)
-                if trial_id is None:
-                    trial_id = ids[job.key] = next_id
-                    next_id += 1
-                    n_new += 1
-                start(trial_id, job)
-            if not active:
+    def fill() -> None:
+        nonlocal next_id, n_new
+        while free_slots and retry:
+            start(*retry.pop(0))
+        while free_slots:
+            if n_trials is not None and strategy.n_configs >= n_trials:
+                strategy.stop_new()
+            job = strategy.ask()
+            if job is None:
                 break
-            done, _ = cf.wait(list(active), return_when=cf.FIRST_COMPLETED)
-            for future in sorted(done, key=lambda f: active[f][0].id):
-                finish(future)
-    except KeyboardInterrupt:
-        interrupted = True
-        executor.shutdown(interrupt=True)
-    except BaseException:
-        executor.shutdown(interrupt=True)
-        raise
-    else:
-        executor.shutdown()
+            trial_id = ids.get(job.key)
+            if trial_id is None:
+                trial_id = ids[job.key] = next_id
+                next_id += 1
+                n_new += 1
+            start(trial_id, job)
+
+    interrupted = drive(executor, fill, active, finish, lambda f: active[f][0].id)
 
     trials = journal.trials()
     if interrupted:

@@ -362,6 +362,46 @@ def make_executor(workers: int, devices: Optional[Sequence[str]], backend: str, 
     return _ProcessExecutor(workers, devices, fresh_process)
 
 
+def outcome_of(future: cf.Future, started_at: Optional[float]) -> _Outcome:
+    """What a submitted trial (or rung job) returned; a worker that died fails it alone."""
+    try:
+        return future.result()
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - a dead worker process fails its trial only
+        # The executor replaces a dead worker at the slot's next submit.
+        return _Outcome(TrialState.FAILED.value, error=f"worker failed: {type(exc).__name__}: {exc}",
+                        traceback="".join(traceback.format_exception(exc)),
+                        started_at=started_at or time.time(), finished_at=time.time())
+
+
+def drive(executor: Any, fill: Callable[[], None], active: dict[cf.Future, Any],
+          finish: Callable[[cf.Future], None], trial_id: Callable[[cf.Future], int]) -> bool:
+    """The event loop of a search: ``fill`` free worker slots, wait for the first of ``active`` to
+    end, ``finish`` those that did (in trial-id order), until nothing is running after a fill.
+
+    Returns whether Ctrl-C interrupted it (running jobs are then abandoned; they stay RUNNING in
+    the journal). Any other exception stops the workers and propagates; on a normal end the
+    executor is shut down cleanly."""
+    try:
+        while True:
+            fill()
+            if not active:
+                break
+            done, _ = cf.wait(list(active), return_when=cf.FIRST_COMPLETED)
+            for future in sorted(done, key=trial_id):
+                finish(future)
+    except KeyboardInterrupt:
+        executor.shutdown(interrupt=True)
+        return True
+    except BaseException:
+        # A failing callback or journal write: stop the workers rather than leave them running.
+        executor.shutdown(interrupt=True)
+        raise
+    executor.shutdown()
+    return False
+
+
 def run_search(
     objective: Callable[[dict[str, Any]], Any],
     strategy: Strategy,
@@ -428,7 +468,7 @@ def run_search(
     n_finished = len(journal.finished_trials())
     active: dict[cf.Future, Trial] = {}
     free_slots = list(range(workers))
-    exhausted = interrupted = False
+    exhausted = False
     n_new = 0
 
     def budget() -> int:
@@ -448,15 +488,7 @@ def run_search(
         trial = active.pop(future)
         free_slots.append(trial.worker)
         free_slots.sort()
-        try:
-            outcome: _Outcome = future.result()
-        except KeyboardInterrupt:
-            raise
-        except BaseException as exc:  # noqa: BLE001 - a dead worker process fails its trial only
-            # The executor replaces a dead worker at the slot's next submit.
-            outcome = _Outcome(TrialState.FAILED.value, error=f"worker failed: {type(exc).__name__}: {exc}",
-                               traceback="".join(traceback.format_exception(exc)),
-                               started_at=trial.started_at or time.time(), finished_at=time.time())
+        outcome = outcome_of(future, trial.started_at)
         final = Trial(
             id=trial.id, params=trial.params, state=TrialState(outcome.state), value=outcome.value,
             metrics=outcome.metrics, error=outcome.error, timings=outcome.timings,
@@ -470,35 +502,23 @@ def run_search(
         if on_trial_end is not None:
             on_trial_end(final)
 
-    try:
-        while True:
-            # Fill free worker slots: interrupted trials first, then new points (one batch ask).
-            while free_slots and budget() > 0 and retry:
-                trial = retry.pop(0)
-                start(Trial(trial.id, trial.params, TrialState.RUNNING, started_at=time.time(), worker=free_slots.pop(0)))
-            want = min(len(free_slots), budget())
-            if want > 0 and not exhausted:
-                points = strategy.ask_batch(want)
-                # Fewer points than asked for means the strategy has nothing more to give.
-                exhausted = len(points) < want
-                for params in points:
-                    start(Trial(next_id, params, TrialState.RUNNING, started_at=time.time(), worker=free_slots.pop(0)))
-                    next_id += 1
-                    n_new += 1
-            if not active:
-                break
-            done, _ = cf.wait(list(active), return_when=cf.FIRST_COMPLETED)
-            for future in sorted(done, key=lambda f: active[f].id):
-                finish(future)
-    except KeyboardInterrupt:
-        interrupted = True
-        executor.shutdown(interrupt=True)
-    except BaseException:
-        # A failing callback or journal write: stop the workers rather than leave them running.
-        executor.shutdown(interrupt=True)
-        raise
-    else:
-        executor.shutdown()
+    def fill() -> None:
+        nonlocal exhausted, next_id, n_new
+        # Fill free worker slots: interrupted trials first, then new points (one batch ask).
+        while free_slots and budget() > 0 and retry:
+            trial = retry.pop(0)
+            start(Trial(trial.id, trial.params, TrialState.RUNNING, started_at=time.time(), worker=free_slots.pop(0)))
+        want = min(len(free_slots), budget())
+        if want > 0 and not exhausted:
+            points = strategy.ask_batch(want)
+            # Fewer points than asked for means the strategy has nothing more to give.
+            exhausted = len(points) < want
+            for params in points:
+                start(Trial(next_id, params, TrialState.RUNNING, started_at=time.time(), worker=free_slots.pop(0)))
+                next_id += 1
+                n_new += 1
+
+    interrupted = drive(executor, fill, active, finish, lambda f: active[f].id)
 
     trials = journal.trials()
     if interrupted:
