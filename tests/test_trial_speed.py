@@ -116,14 +116,14 @@ def test_trial_speed_runs_both_searches(image_folder_dataset, tmp_path, capsys):
     assert point["new"] == [r["new_val_top1"] for r in result["rows"]]
 
 
-def _finished_search(run_dir, points, base_seed=0):
+def _finished_search(run_dir, points, base_seed=0, l2_decay=1e-4):
     """A search directory holding COMPLETE trials: ``points`` is [(params, seconds, val_top1)]."""
     from search.journal import META_NAME, SearchMeta
 
     space = {name: {"type": "categorical", "choices": sorted({p[name] for p, _, _ in points}, key=str)}
              for name in points[0][0]}
     run_dir.mkdir(parents=True)
-    meta = SearchMeta(strategy="grid", space=space, extra={"base_config": {"seed": base_seed}})
+    meta = SearchMeta(strategy="grid", space=space, extra={"base_config": {"seed": base_seed, "l2_decay": l2_decay}})
     (run_dir / META_NAME).write_text(json.dumps(meta.to_dict()))
     lines = []
     for i, (params, seconds, val) in enumerate(points, 1):
@@ -143,13 +143,17 @@ def test_compare_runs_pairs_searches_with_and_without_a_seed_dimension(tmp_path,
     # Seed 0 from searches without a seed dimension (the recipe's seed), seeds 1-2 from later ones.
     base = [_finished_search(tmp_path / "b0", [(a, 100.0, 0.70), ({"lr": 0.1, "mixup": True}, 5.0, None)]),
             _finished_search(tmp_path / "b12", [({**a, "seed": 1}, 90.0, 0.90), ({**a, "seed": 2}, 95.0, 0.80)])]
+    # This side's seeds 1-2 come from a search whose space also names l2_decay (at the base value).
     new = [_finished_search(tmp_path / "n0", [(a, 25.0, 0.84)]),
-           _finished_search(tmp_path / "n12", [({**a, "seed": 1}, 20.0, 0.80), ({**a, "seed": 2}, 21.0, 0.86)])]
+           _finished_search(tmp_path / "n12", [({**a, "l2_decay": 1e-4, "seed": 1}, 20.0, 0.80),
+                                               ({**a, "l2_decay": 1e-4, "seed": 2}, 21.0, 0.86)])]
     result = compare_runs(base, new)
     assert sorted(r["params"]["seed"] for r in result["rows"]) == [0, 1, 2]
+    assert all(r["params"]["l2_decay"] == 1e-4 for r in result["rows"])
     assert result["not_complete"]["baseline"] == [{"run_dir": str(base[0]), "params": {"lr": 0.1, "mixup": True},
                                                    "state": "FAILED"}]
     [point] = result["seed_means"]["points"]
+    assert point["params"] == {**a, "l2_decay": 1e-4}
     assert point["seeds"] == [0, 1, 2] and point["baseline"] == [0.70, 0.90, 0.80] and point["new"] == [0.84, 0.80, 0.86]
     assert point["abs_diff_points"] == pytest.approx(abs(0.80 - (0.84 + 0.80 + 0.86) / 3) * 100)
     # The command reads the same searches and prints the seed means.
@@ -162,5 +166,9 @@ def test_compare_runs_pairs_searches_with_and_without_a_seed_dimension(tmp_path,
     # One side holding one point twice is refused, and so is one side alone.
     with pytest.raises(TlbenchError, match="also in an earlier search"):
         compare_runs([base[0], base[0]], new)
+    # A search trained at another l2 does not pair with these.
+    other = _finished_search(tmp_path / "n3", [({**a, "seed": 1}, 20.0, 0.5)], l2_decay=3e-4)
+    with_other = compare_runs(base, [*new, other])
+    assert len(with_other["rows"]) == 3 and with_other["seed_means"]["points"][0]["new"] == [0.84, 0.80, 0.86]
     assert main(["trial-speed", "--baseline-runs", str(base[0])]) == 2
     assert "--baseline-runs and --new-runs go together" in capsys.readouterr().err

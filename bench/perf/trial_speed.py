@@ -125,32 +125,38 @@ def read_trials(run_dir: Path) -> dict[str, dict[str, Any]]:
     return trials
 
 
-def read_runs(run_dirs: Sequence[Path]) -> dict[str, Any]:
+def read_runs(run_dirs: Sequence[Path], names: Sequence[str] = ("seed",)) -> dict[str, Any]:
     """One side's trials from searches already run, as one search (for :func:`compare`).
 
-    Each trial's parameters get the training ``seed`` its search trained with when the space did
-    not set one (from ``search.json``'s base config), so searches with and without a seed
-    dimension pair up. Only COMPLETE trials are read; the others are listed in ``not_complete``
-    (a point that failed and was run again in a later search pairs on its COMPLETE run).
-    Raises TlbenchError when two searches hold the same COMPLETE point."""
+    Each trial's parameters are completed with the values its search trained with (its
+    ``search.json`` base config) for every name in ``names`` its space did not set, so
+    searches whose spaces name different dimensions pair up (one without a ``seed``
+    dimension trained with the base config's seed). Only COMPLETE trials are read; the others
+    are listed in ``not_complete`` (a point that failed and was run again in a later search
+    pairs on its COMPLETE run). Raises TlbenchError when two searches hold the same COMPLETE point."""
     from search.journal import load_meta
 
     trials: dict[str, dict[str, Any]] = {}
     not_complete = []
     for run_dir in run_dirs:
-        base_seed = load_meta(run_dir).extra.get("base_config", {}).get("seed")
+        base = load_meta(run_dir).extra.get("base_config", {})
         for trial in read_trials(Path(run_dir)).values():
             if trial["state"] != "COMPLETE":
                 not_complete.append({"run_dir": str(run_dir), "params": trial["params"], "state": trial["state"]})
                 continue
-            params = dict(trial["params"])
-            if "seed" not in params and base_seed is not None:
-                params["seed"] = base_seed
+            params = {**{n: base[n] for n in names if n in base}, **trial["params"]}
             key = json.dumps(params, sort_keys=True)
             if key in trials:
                 raise TlbenchError(f"{run_dir}: point {params} is also in an earlier search of the same side")
             trials[key] = {**trial, "params": params, "run_dir": str(run_dir)}
     return {"trials": trials, "run_dirs": [str(d) for d in run_dirs], "not_complete": not_complete}
+
+
+def searched_names(run_dirs: Sequence[Path]) -> list[str]:
+    """The dimension names of these searches' spaces, together (sorted)."""
+    from search.journal import load_meta
+
+    return sorted({name for d in run_dirs for name in load_meta(d).space})
 
 
 def merge_passes(passes: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -240,11 +246,13 @@ def seed_means(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 def compare_runs(baseline_dirs: Sequence[str | Path], new_dirs: Sequence[str | Path]) -> dict[str, Any]:
     """:func:`compare` and :func:`seed_means` over searches already run (e.g. more training seeds
-    added by later searches): each side's trials from several search directories."""
+    added by later searches): each side's trials from several search directories. Trials pair
+    on every dimension any of the searches names, plus the training seed (see :func:`read_runs`)."""
     from common.machine import machine_facts
 
-    baseline = read_runs([Path(d) for d in baseline_dirs])
-    new = read_runs([Path(d) for d in new_dirs])
+    dirs = [Path(d) for d in baseline_dirs], [Path(d) for d in new_dirs]
+    names = sorted({"seed", *searched_names(dirs[0] + dirs[1])})
+    baseline, new = read_runs(dirs[0], names), read_runs(dirs[1], names)
     result = compare(baseline, new)
     return {
         "baseline": "finished searches", "baseline_runs": baseline["run_dirs"], "new_runs": new["run_dirs"],
