@@ -161,7 +161,7 @@ def test_compare_runs_pairs_searches_with_and_without_a_seed_dimension(tmp_path,
     assert main(["trial-speed", "--baseline-runs", *map(str, base), "--new-runs", *map(str, new),
                  "--out-dir", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "mean |Δ| of seed means over the points" in printed
+    assert "mean |Δ| of seed means over the points" in printed and "not side by side" in printed
     assert json.loads((out / "trial_speed.json").read_text())["seed_means"] == json.loads(json.dumps(result["seed_means"]))
     # One side holding one point twice is refused, and so is one side alone.
     with pytest.raises(TlbenchError, match="also in an earlier search"):

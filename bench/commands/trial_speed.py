@@ -87,6 +87,9 @@ def run(args: argparse.Namespace) -> int:
     console.print(table)
     console.print(f"median speed-up {result['median_speedup']:.2f}x, total {result['total_speedup']:.2f}x; "
                   f"mean |Δ val top-1| {result['mean_abs_diff_points']:.2f} points; written {out_dir / 'trial_speed.json'}")
+    if args.baseline_runs is not None:
+        console.print("[yellow]times come from searches run separately, not side by side: compare accuracy here, "
+                      "and speed with a run of both sides[/yellow]")
     if "seed_means" in result:
         for p in result["seed_means"]["points"]:
             se = "" if p["se_diff_points"] is None else f" (standard error {p['se_diff_points']:.2f})"
