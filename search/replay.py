@@ -336,6 +336,7 @@ def _multi_fidelity_row(objective: ReplayObjective, config: StrategyConfig, spac
     runs = []
     for seed in range(seeds):
         strategy = make_multi_fidelity_strategy(config.name, space, seed=seed, **options)
+        rungs = strategy.rungs
         runs.append(multi_fidelity_to_target(strategy, objective, target, max_trials, curve_fte=curve_trials))
     configs = np.array([r.reached_configs if r.reached_configs is not None else space.size() + 1 for r in runs], dtype=float)
     times = [r.elapsed_s for r in runs if r.reached_fte is not None]
@@ -349,7 +350,7 @@ def _multi_fidelity_row(objective: ReplayObjective, config: StrategyConfig, spac
         **stats,
         "median_trials": float(np.median(configs)),
         "median_epochs": stats["median"] * options["max_epochs"],
-        "rungs": make_multi_fidelity_strategy(config.name, space, seed=0, **options).rungs,
+        "rungs": rungs,
         "best_so_far": _band([r.curve for r in runs], curve_trials),
     }
 
@@ -414,18 +415,23 @@ def restrict_space(space: Space, specs: Sequence[str]) -> Space:
             raise ConfigError(f"--restrict {spec!r}: {name!r} is continuous; only discrete dimensions can be restricted")
         values = []
         for item in raw.split(","):
-            value = _parse_scalar(item.strip())
-            try:
-                if isinstance(dim, Categorical):
-                    value = dim.canonical(value)
-                elif not dim.contains(value):
-                    raise ConfigError(str(value))
-            except ConfigError:
-                raise ConfigError(f"--restrict {spec!r}: {item.strip()!r} is not one of {name!r}'s values {dim.values()}") from None
+            value = _dimension_value(dim, _parse_scalar(item.strip()))
+            if value is None:
+                raise ConfigError(f"--restrict {spec!r}: {item.strip()!r} is not one of {name!r}'s values {dim.values()}")
             if value not in values:
                 values.append(value)
         cut[name] = values
     return Space([(name, Categorical(cut[name]) if name in cut else dim) for name, dim in space.items()])
+
+
+def _dimension_value(dim: Any, value: Any) -> Any:
+    """The value of discrete ``dim`` equal to ``value`` (a categorical's own choice), else None."""
+    if isinstance(dim, Categorical):
+        try:
+            return dim.canonical(value)
+        except ConfigError:
+            return None
+    return value if dim.contains(value) else None
 
 
 def parse_strategy_configs(specs: Sequence[str]) -> list[StrategyConfig]:
